@@ -1,0 +1,255 @@
+"""Collecting episodes from a text-generation vector env with a causal-LM policy and a KV cache.
+
+Every agent gets its experience here, through the env's ``reset()``/``step()`` only. The model
+sees each token once: one forward over the prompt columns at reset (the "prefill"), then one
+single-token forward per ``step``, reusing the KV cache, which is what ``model.generate`` does.
+
+Works with the native :class:`~tokengym.envs.TextGenVectorEnv` and with
+``gymnasium.vector.SyncVectorEnv`` over :class:`~tokengym.envs.TextGenEnv` (slower, same
+results), in the ``NEXT_STEP`` autoreset mode: a row that finished is fed a filler token until all
+rows have finished; whatever the env does with those rows afterwards is ignored.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+
+
+def env_dims(envs: Any) -> tuple[int, int]:
+    """``(max_prompt_tokens, max_new_tokens)`` of a tokengym vector env (native or Sync)."""
+    base = getattr(envs, "unwrapped", envs)
+    if hasattr(base, "episodes"):
+        return base.episodes.prompt_len, base.episodes.max_new_tokens
+    if hasattr(base, "get_attr"):
+        batch = base.get_attr("episodes")[0]
+        return batch.prompt_len, batch.max_new_tokens
+    raise TypeError(f"{type(envs).__name__} is not a tokengym text-generation vector env")
+
+
+def check_next_step_autoreset(envs: Any) -> None:
+    mode = envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+    if mode != AutoresetMode.NEXT_STEP:
+        raise ValueError(
+            f"this agent needs a vector env in NEXT_STEP autoreset mode, got {mode}; build it with "
+            "autoreset_mode='NextStep' (the default)"
+        )
+
+
+def row_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
+    """Sub-env ``i``'s info dict out of a vector env's batched infos (``key``/``_key`` arrays)."""
+    out: dict[str, Any] = {}
+    for key, value in infos.items():
+        if key.startswith("_"):
+            continue
+        if isinstance(value, dict):
+            out[key] = row_info(value, i)
+        elif infos.get(f"_{key}", None) is None or infos[f"_{key}"][i]:
+            item = value[i]
+            out[key] = item.item() if isinstance(item, np.generic) else item
+    return out
+
+
+@dataclass
+class Rollout:
+    """One finished episode per env row, as tensors (N rows, P prompt columns, G steps).
+
+    Attributes:
+        prompt_ids: ``(N, P)`` int64, left-padded prompt tokens (the env's layout).
+        prompt_mask: ``(N, P)`` int64, 1 on prompt tokens.
+        tokens: ``(N, G)`` int64, the actions taken; filler after the episode's end.
+        mask: ``(N, G)`` bool, True where the token was a step of the episode.
+        logprobs: ``(N, G)`` float32, log-probability of each action under the sampling
+            distribution (temperature applied); 0 where ``mask`` is False.
+        values: ``(N, G)`` float32 value estimates from the rollout forward, or None.
+        rewards: ``(N,)`` float32, the env's reward at each episode's last step.
+        terminated: ``(N,)`` bool, the episode ended on a stop token/string (else truncated).
+        infos: each row's final-step info (prompt, completion, reward components...).
+    """
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    logprobs: torch.Tensor
+    rewards: torch.Tensor
+    terminated: torch.Tensor
+    values: torch.Tensor | None = None
+    infos: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """``(N,)`` number of steps in each episode."""
+        return self.mask.sum(-1)
+
+    def sequences(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(input_ids, attention_mask)`` of shape ``(N, P + G)``: prompt then completion."""
+        return (
+            torch.cat([self.prompt_ids, self.tokens], dim=1),
+            torch.cat([self.prompt_mask, self.mask.long()], dim=1),
+        )
+
+
+def forward_kwarg_names(model: torch.nn.Module) -> tuple[str, str | None]:
+    """Names of the KV-cache and keep-last-logits arguments of ``model.forward``.
+
+    transformers 5.x calls the cache ``cache`` (``past_key_values`` is deprecated); 4.x calls it
+    ``past_key_values``. The output field has the same name as the argument.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(base.forward).parameters
+    cache = "cache" if "cache" in params else "past_key_values"
+    keep = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
+    return cache, keep
+
+
+class KVCacheDecoder:
+    """Runs a causal LM over a growing batch of sequences, one new token per call.
+
+    ``value_fn``, when given, maps the last layer's hidden states ``(N, T, H)`` to values
+    ``(N, T)``; the decoder then returns a value estimate with each step's logits.
+    """
+
+    def __init__(self, model: torch.nn.Module, value_fn: Any = None) -> None:
+        self.model = model
+        self.value_fn = value_fn
+        self.device = next(model.parameters()).device
+        self._cache_kwarg, self._keep_kwarg = forward_kwarg_names(model)
+        self._cache: Any = None
+        self._mask: torch.Tensor | None = None
+        self._positions: torch.Tensor | None = None
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor):
+        kwargs = {self._cache_kwarg: self._cache}
+        if self._keep_kwarg:  # only the last position's logits are needed (saves (N, P, V) floats)
+            kwargs[self._keep_kwarg] = 1
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            output_hidden_states=self.value_fn is not None,
+            **kwargs,
+        )
+        self._cache = out.get(self._cache_kwarg)
+        logits = out.logits[:, -1].float()
+        values = None
+        if self.value_fn is not None:
+            values = self.value_fn(out.hidden_states[-1][:, -1:]).squeeze(-1).float()
+        return logits, values
+
+    @torch.no_grad()
+    def start(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
+        """Prefill left-padded prompts ``(N, P)``; returns next-token logits ``(N, V)`` (and values)."""
+        from transformers import DynamicCache
+
+        self._cache = DynamicCache()
+        self._mask = prompt_mask.to(self.device)
+        positions = (self._mask.cumsum(-1) - 1).clamp(min=0)
+        self._positions = positions[:, -1:]
+        return self._forward(prompt_ids.to(self.device), self._mask, positions)
+
+    @torch.no_grad()
+    def advance(self, tokens: torch.Tensor):
+        """Feed ``(N,)`` new tokens; returns the next logits ``(N, V)`` (and values)."""
+        ones = torch.ones_like(self._mask[:, :1])
+        self._mask = torch.cat([self._mask, ones], dim=1)
+        self._positions = self._positions + 1
+        return self._forward(tokens.to(self.device).view(-1, 1), self._mask, self._positions)
+
+
+def sample_tokens(
+    logits: torch.Tensor, temperature: float, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample from ``softmax(logits / temperature)``; ``temperature == 0`` means greedy.
+
+    Returns ``(tokens (N,), logprobs (N,))`` with log-probs of the tempered distribution
+    (0 for greedy).
+    """
+    if temperature == 0:
+        tokens = logits.argmax(-1)
+        return tokens, torch.zeros_like(tokens, dtype=torch.float32)
+    logp = torch.log_softmax(logits / temperature, dim=-1)
+    tokens = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+    return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+def collect_rollout(
+    envs: Any,
+    model: torch.nn.Module,
+    *,
+    seed: int | None = None,
+    options: dict[str, Any] | None = None,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    value_fn: Any = None,
+) -> Rollout:
+    """Reset ``envs`` and play one episode in every row with ``model`` as the policy.
+
+    Args:
+        envs: a tokengym vector env (native or ``SyncVectorEnv`` of ``TextGenEnv``), NEXT_STEP.
+        model: a causal LM whose vocabulary covers the env's action space.
+        seed: passed to ``envs.reset`` (row i gets ``seed + i``), fixing the prompts.
+        options: passed to ``envs.reset`` (e.g. ``{"prompt": ...}``).
+        temperature: sampling temperature; 0 for greedy decoding.
+        generator: torch RNG for sampling (on the model's device), for reproducible rollouts.
+        value_fn: optional value head, see :class:`KVCacheDecoder`.
+    """
+    check_next_step_autoreset(envs)
+    prompt_len, max_new = env_dims(envs)
+    num_actions = int(envs.single_action_space.n)
+    obs, _ = envs.reset(seed=seed, options=options)
+    n = obs["input_ids"].shape[0]
+    prompt_ids = torch.from_numpy(obs["input_ids"][:, :prompt_len].copy())
+    prompt_mask = torch.from_numpy(obs["attention_mask"][:, :prompt_len].copy())
+    decoder = KVCacheDecoder(model, value_fn)
+    logits, values = decoder.start(prompt_ids, prompt_mask)
+    device = logits.device
+
+    tokens = torch.zeros(n, max_new, dtype=torch.long)
+    mask = torch.zeros(n, max_new, dtype=torch.bool)
+    logprobs = torch.zeros(n, max_new)
+    value_buf = torch.zeros(n, max_new) if value_fn is not None else None
+    rewards = torch.zeros(n)
+    terminated = torch.zeros(n, dtype=torch.bool)
+    infos: list[dict[str, Any]] = [{} for _ in range(n)]
+    running = np.ones(n, dtype=bool)
+    filler = torch.zeros(n, dtype=torch.long, device=device)
+
+    for t in range(max_new):
+        # The model's vocabulary may be padded beyond the tokenizer's; those ids are not actions.
+        step_tokens, step_logp = sample_tokens(logits[:, :num_actions], temperature, generator)
+        run_t = torch.from_numpy(running)
+        step_tokens = torch.where(run_t.to(device), step_tokens, filler)
+        cpu_tokens = step_tokens.cpu()
+        tokens[:, t] = cpu_tokens
+        mask[:, t] = run_t
+        logprobs[:, t] = torch.where(run_t, step_logp.cpu(), 0.0)
+        if value_buf is not None:
+            value_buf[:, t] = torch.where(run_t, values.cpu(), 0.0)
+        _, reward, term, trunc, info = envs.step(cpu_tokens.numpy())
+        ended = running & (term | trunc)
+        for i in np.flatnonzero(ended):
+            rewards[i] = float(reward[i])
+            terminated[i] = bool(term[i])
+            infos[i] = row_info(info, int(i))
+        running &= ~ended
+        if not running.any():
+            break
+        logits, values = decoder.advance(step_tokens)
+    return Rollout(
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        tokens=tokens,
+        mask=mask,
+        logprobs=logprobs,
+        rewards=rewards,
+        terminated=terminated,
+        values=value_buf,
+        infos=infos,
+    )

@@ -1,0 +1,126 @@
+"""Prompt sources: where an env's prompts come from, and the order it draws them in.
+
+A prompt source is one of
+
+- a sequence of prompts, each a string or a record ``{"prompt": str, **fields}``;
+- a path to a ``.txt`` file (one prompt per non-blank line) or a ``.jsonl`` file (one record per
+  line, each with a ``"prompt"`` key);
+- a callable ``f(rng: numpy.random.Generator) -> str | dict`` that makes a prompt on demand.
+
+Record fields other than ``"prompt"`` (an expected answer, keywords, ...) travel with the prompt
+and reach the reward model as keyword arguments (see :mod:`tokengym.reward_models.base`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+PromptLike = Union[str, Mapping[str, Any]]
+PromptSourceLike = Union[Sequence[PromptLike], str, os.PathLike, Callable[[np.random.Generator], PromptLike]]
+
+FORCED_PROMPT_ID = -1
+"""``prompt_id`` of a prompt forced through ``reset(options={"prompt": ...})``."""
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    """One prompt: its text, its id in the source (-1 when forced or generated), extra fields."""
+
+    text: str
+    id: int
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+def to_record(prompt: PromptLike, prompt_id: int, where: str) -> PromptRecord:
+    """Validate one prompt and turn it into a :class:`PromptRecord`."""
+    if isinstance(prompt, str):
+        text, fields = prompt, {}
+    elif isinstance(prompt, Mapping):
+        if "prompt" not in prompt or not isinstance(prompt["prompt"], str):
+            raise ValueError(
+                f"{where}: a prompt record needs a string 'prompt' key, got keys {sorted(prompt)}"
+            )
+        text = prompt["prompt"]
+        fields = {k: v for k, v in prompt.items() if k != "prompt"}
+    else:
+        raise TypeError(
+            f"{where}: a prompt must be a string or a record {{'prompt': str, ...}}, "
+            f"got {type(prompt).__name__}"
+        )
+    if not text.strip():
+        raise ValueError(f"{where}: the prompt is empty")
+    return PromptRecord(text=text, id=prompt_id, fields=fields)
+
+
+def _read_file(path: Path) -> list[PromptRecord]:
+    if path.suffix == ".jsonl":
+        records = []
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            records.append(to_record(obj, len(records), f"{path}:{lineno}"))
+        return records
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    return [to_record(ln, i, f"{path}") for i, ln in enumerate(lines)]
+
+
+class PromptSource:
+    """A validated prompt source that draws prompts in a seeded order.
+
+    Fixed sources are drawn as shuffled passes: every prompt once per pass, each pass in a fresh
+    order from the episode's RNG, so the same seed gives the same prompt order.
+    """
+
+    def __init__(self, prompts: PromptSourceLike) -> None:
+        self.records: list[PromptRecord] | None = None
+        self.generator: Callable[[np.random.Generator], PromptLike] | None = None
+        if isinstance(prompts, (str, os.PathLike)):
+            path = Path(prompts)
+            if not path.is_file():
+                raise ValueError(
+                    f"prompts={os.fspath(prompts)!r} is not an existing file. Pass a list of "
+                    "prompts (strings or {'prompt': ...} records), a .txt/.jsonl path, or a "
+                    "callable rng -> prompt."
+                )
+            self.records = _read_file(path)
+            where = f"prompt file {path}"
+        elif callable(prompts):
+            self.generator = prompts
+            return
+        elif isinstance(prompts, Sequence):
+            self.records = [to_record(p, i, f"prompts[{i}]") for i, p in enumerate(prompts)]
+            where = "the prompt list"
+        else:
+            raise TypeError(
+                "prompts must be a list of strings or {'prompt': ...} records, a path to a "
+                f".txt/.jsonl file, or a callable rng -> prompt; got {type(prompts).__name__}"
+            )
+        if not self.records:
+            raise ValueError(f"{where} is empty; an env needs at least one prompt")
+
+    def __len__(self) -> int:
+        """Number of fixed prompts (0 for a generator source)."""
+        return len(self.records) if self.records is not None else 0
+
+    def draw(self, rng: np.random.Generator, order: dict[str, Any]) -> PromptRecord:
+        """Next prompt. ``order`` is the caller's per-episode-slot cursor state (mutated)."""
+        if self.generator is not None:
+            return to_record(self.generator(rng), FORCED_PROMPT_ID, "the prompt callable's result")
+        records = self.records
+        if order.get("perm") is None or order["pos"] >= len(records):
+            order["perm"] = rng.permutation(len(records))
+            order["pos"] = 0
+        record = records[int(order["perm"][order["pos"]])]
+        order["pos"] += 1
+        return record

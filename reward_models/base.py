@@ -1,0 +1,159 @@
+"""The reward-model contract, and the one function every env and agent uses to call a reward model.
+
+Contract
+--------
+A reward model is any callable::
+
+    rm(prompts: Sequence[str], completions: Sequence[str], **fields) -> array-like of n floats
+
+``prompts[i]`` is the prompt text the policy saw (before any chat template), ``completions[i]``
+the text it generated (stop token excluded). ``fields`` carries per-prompt data from prompt
+records (for example ``answer=[...]`` or ``keywords=[[...], ...]``), one list entry per sample;
+only the fields the callable names in its signature are passed (all of them if it takes
+``**kwargs``), so a plain two-argument function works with any prompt set. Reward models must be
+deterministic for the same inputs.
+
+A reward model may also provide ``score_with_components(prompts, completions, **fields)``
+returning ``(rewards, {component_name: scores})``; the env then reports each component in its
+``info["reward_components"]``. Otherwise the breakdown is ``{name: rewards}``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+RewardFn = Callable[..., Any]
+
+_EXCERPT_CHARS = 60
+
+
+class RewardModelError(RuntimeError):
+    """A reward model raised, or returned something that is not n finite floats.
+
+    Attributes:
+        model_name: the reward model's name.
+        index: index of the offending sample in the batch, or ``None`` when the whole call failed.
+        excerpt: a short excerpt of the offending completion (or of the batch's first one).
+    """
+
+    def __init__(self, message: str, *, model_name: str, index: int | None, excerpt: str) -> None:
+        super().__init__(message)
+        self.model_name = model_name
+        self.index = index
+        self.excerpt = excerpt
+
+
+def reward_model_name(rm: RewardFn) -> str:
+    """``rm.name`` if set, else the function or class name."""
+    name = getattr(rm, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    return getattr(rm, "__name__", type(rm).__name__)
+
+
+def excerpt(text: str, limit: int = _EXCERPT_CHARS) -> str:
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _accepted_fields(fn: Callable[..., Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    if not fields:
+        return {}
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: pass nothing extra
+        return {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return dict(fields)
+    names = {p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL}
+    return {k: v for k, v in fields.items() if k in names}
+
+
+def _as_rewards(raw: Any, n: int, name: str, completions: Sequence[str], what: str) -> np.ndarray:
+    try:
+        values = np.asarray(
+            raw.detach().cpu().numpy() if hasattr(raw, "detach") else raw, dtype=np.float64
+        )
+    except (TypeError, ValueError) as exc:
+        raise RewardModelError(
+            f"reward model {name!r} returned {type(raw).__name__} for {what}, which is not an "
+            f"array-like of {n} floats ({exc})",
+            model_name=name, index=None, excerpt=excerpt(completions[0]) if n else "",
+        ) from None
+    if values.shape != (n,):
+        raise RewardModelError(
+            f"reward model {name!r} returned shape {values.shape} for {what}; expected ({n},), "
+            "one float per completion",
+            model_name=name, index=None, excerpt=excerpt(completions[0]) if n else "",
+        )
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        i = int(bad[0])
+        raise RewardModelError(
+            f"reward model {name!r} returned {values[i]} for sample {i} of a batch of {n} "
+            f"({what}); rewards must be finite. Completion: {excerpt(completions[i])!r}",
+            model_name=name, index=i, excerpt=excerpt(completions[i]),
+        )
+    return values.astype(np.float32)
+
+
+def score(
+    rm: RewardFn,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    fields: Mapping[str, Sequence[Any]] | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Call a reward model on one batch and check what it returns.
+
+    Args:
+        rm: a reward model (see the module docstring).
+        prompts: n prompt texts.
+        completions: n completion texts.
+        fields: per-prompt data, each value a sequence of n entries.
+
+    Returns:
+        ``(rewards, components)``: rewards of shape ``(n,)``, float32; components maps each
+        component name to its ``(n,)`` float32 scores.
+
+    Raises:
+        RewardModelError: the reward model raised, or returned the wrong shape or non-finite
+            values. The message names the model, the sample index and an excerpt of its text.
+    """
+    n = len(completions)
+    if len(prompts) != n:
+        raise ValueError(f"got {len(prompts)} prompts for {n} completions")
+    name = reward_model_name(rm)
+    fields = fields or {}
+    fn = getattr(rm, "score_with_components", None)
+    call = fn if callable(fn) else rm
+    kwargs = _accepted_fields(call, fields)
+    try:
+        raw = call(list(prompts), list(completions), **kwargs)
+    except RewardModelError:
+        raise
+    except Exception as exc:
+        first = excerpt(completions[0]) if n else ""
+        raise RewardModelError(
+            f"reward model {name!r} raised {type(exc).__name__}: {exc} (batch of {n}; "
+            f"first completion: {first!r})",
+            model_name=name, index=None, excerpt=first,
+        ) from exc
+    if call is fn:
+        if not (isinstance(raw, tuple) and len(raw) == 2 and isinstance(raw[1], Mapping)):
+            raise RewardModelError(
+                f"reward model {name!r}: score_with_components must return (rewards, dict), got "
+                f"{type(raw).__name__}",
+                model_name=name, index=None, excerpt="",
+            )
+        rewards = _as_rewards(raw[0], n, name, completions, "the total")
+        components = {
+            str(k): _as_rewards(v, n, name, completions, f"component {k!r}")
+            for k, v in raw[1].items()
+        }
+        return rewards, components
+    rewards = _as_rewards(raw, n, name, completions, "the batch")
+    return rewards, {name: rewards}

@@ -1,0 +1,45 @@
+"""The ``tokengym`` command. Each subcommand lives in its own module with ``add_arguments(parser)``
+and ``run(args) -> int``; they are imported only when used, so ``tokengym --help`` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Later issues add their subcommands here.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("tokengym.demo", "sample a few Sentiment-v0 episodes with SmolLM2 through env.step"),
+    "models": ("tokengym.cli_models", "list the built-in models, or prepare (convert) them"),
+    "envs": ("tokengym.cli_models", "list the registered tokengym env ids"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tokengym", description="Text generation as a Gymnasium environment."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        parser = build_parser()
+        if argv and argv[0] not in ("-h", "--help"):
+            parser.error(f"unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}")
+        parser.print_help()
+        return 0
+    name, rest = argv[0], argv[1:]
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"tokengym {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser, name)
+    args = parser.parse_args(rest)
+    return int(module.run(args, name) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
