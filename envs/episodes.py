@@ -120,7 +120,8 @@ class EpisodeBatch:
                 if tid is None or tid == self.tokenizer.unk_token_id:
                     raise ValueError(f"stop token {tok!r} is not a single token of this tokenizer")
                 ids.append(tid)
-            elif isinstance(tok, (int, np.integer)) and not isinstance(tok, bool) and 0 <= tok < self.vocab_size:
+            elif (isinstance(tok, (int, np.integer)) and not isinstance(tok, bool)
+                  and 0 <= tok < self.vocab_size):
                 ids.append(int(tok))
             else:
                 raise ValueError(
@@ -149,7 +150,9 @@ class EpisodeBatch:
         return ids, truncated
 
     # -- episode operations ---------------------------------------------------------------------
-    def reset_slot(self, i: int, rng: np.random.Generator, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    def reset_slot(
+        self, i: int, rng: np.random.Generator, options: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
         """Start a new episode in slot ``i``; returns its reset ``info``.
 
         ``options={"prompt": str | record}`` forces the prompt; otherwise the next prompt in the

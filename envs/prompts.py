@@ -18,12 +18,14 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
-PromptLike = Union[str, Mapping[str, Any]]
-PromptSourceLike = Union[Sequence[PromptLike], str, os.PathLike, Callable[[np.random.Generator], PromptLike]]
+PromptLike = str | Mapping[str, Any]
+PromptSourceLike = (
+    Sequence[PromptLike] | str | os.PathLike | Callable[[np.random.Generator], PromptLike]
+)
 
 FORCED_PROMPT_ID = -1
 """``prompt_id`` of a prompt forced through ``reset(options={"prompt": ...})``."""

@@ -35,7 +35,9 @@ def _check_kwargs(cls: type, kwargs: dict[str, Any], extra: tuple[str, ...] = ()
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"] + list(extra)
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
-        raise TypeError(f"{cls.__name__} got unknown keyword(s) {unknown}; accepted: {', '.join(sorted(accepted))}")
+        raise TypeError(
+            f"{cls.__name__} got unknown keyword(s) {unknown}; accepted: {', '.join(sorted(accepted))}"
+        )
 
 
 def make_textgen(**kwargs: Any) -> TextGenEnv:

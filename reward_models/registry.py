@@ -1,4 +1,4 @@
-"""Building reward models from names: ``make("vader")``, ``make("pkg.mod:attr")``, ``register``.
+"""Building reward models: ``make("vader")``, ``make("pkg.mod:attr")``, ``make(DIR)``, ``register``.
 
 Third-party packages register theirs through the entry-point group ``tokengym.reward_models``
 (each entry point loads to a factory), so ``make("their-name")`` finds them after ``pip install``.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import os
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
@@ -74,18 +75,28 @@ def _from_import_string(spec: str, kwargs: dict[str, Any]) -> RewardFn:
     return obj
 
 
-def make(spec: str | RewardFn, **kwargs: Any) -> RewardFn:
+def make(spec: str | os.PathLike[str] | RewardFn, **kwargs: Any) -> RewardFn:
     """Build a reward model.
 
     Args:
         spec: a registered name (``"vader"``, ``"keywords"``, ...), an import string
-            ``"package.module:attribute"`` naming a reward function, a class or a factory, or an
+            ``"package.module:attribute"`` naming a reward function, a class or a factory, a
+            path to a saved reward model directory (``tokengym train-rm --out DIR``), or an
             already-built reward model (returned unchanged).
-        **kwargs: arguments for the factory or class.
+        **kwargs: arguments for the factory or class (for a saved model: ``device``,
+            ``batch_size``).
 
     Raises:
-        ValueError: unknown name (the message lists the known ones and the closest match).
+        ValueError: unknown name (the message lists the known ones and the closest match), or a
+            directory that is not a saved reward model.
     """
+    if isinstance(spec, os.PathLike) or (
+        isinstance(spec, str) and spec not in _FACTORIES and os.path.isdir(spec)
+    ):
+        # A directory: checked before import strings, since Windows paths contain ':' too.
+        from .preference import load_saved
+
+        return load_saved(spec, **kwargs)
     if not isinstance(spec, str):
         if not callable(spec):
             raise TypeError(
@@ -105,6 +116,6 @@ def make(spec: str | RewardFn, **kwargs: Any) -> RewardFn:
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(
             f"unknown reward model {spec!r}.{hint} Known: {', '.join(known)}; or pass an import "
-            "string 'package.module:attribute' or a callable."
+            "string 'package.module:attribute', a saved reward model directory, or a callable."
         )
     return _FACTORIES[spec](**kwargs)
