@@ -8,6 +8,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from conftest import length_reward, random_actions
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tokengym.envs import TextGenEnv
 
 
@@ -228,3 +230,26 @@ def test_gymnasium_and_sb3_checkers(env_id):
     env = gym.make(env_id, **kwargs)
     check_env(env.unwrapped, skip_render_check=True)
     sb3_check_env(env.unwrapped, warn=True, skip_render_check=True)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    prompt=st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=80)
+    .filter(lambda s: s.strip()),
+    actions=st.lists(st.integers(0, 49151), min_size=1, max_size=10),
+)
+def test_any_prompt_and_actions_keep_the_contract(tokenizer, prompt, actions):
+    env = make_env(tokenizer, ["unused"], max_prompt_tokens=8, max_new_tokens=4)
+    obs, info = env.reset(options={"prompt": prompt})
+    assert obs in env.observation_space
+    assert 1 <= info["prompt_tokens"] <= 8
+    assert info["prompt_truncated"] == (len(tokenizer(prompt)["input_ids"]) > 8)
+    for t, a in enumerate(actions):
+        obs, reward, term, trunc, info = env.step(a)
+        assert obs in env.observation_space
+        assert obs["attention_mask"][8:].sum() == t + 1
+        if term or trunc:
+            assert term == (a == tokenizer.eos_token_id) and trunc == (not term and t == 3)
+            assert reward == len(info["completion"])
+            break
+        assert reward == 0.0 and info == {}
