@@ -1,9 +1,17 @@
 """Registered env ids (``gymnasium.make`` / ``gymnasium.make_vec``) and their entry points.
 
 - ``tokengym/TextGen-v0``: generic; pass ``prompts`` and ``reward_model``.
-- ``tokengym/Sentiment-v0``: continue movie-review openings positively. 240 training and 60
-  held-out openings shipped with the package (``split="train"`` or ``"eval"``), reward ``vader``,
-  ``max_prompt_tokens=32``, ``max_new_tokens=24``. Every ``TextGenEnv`` keyword can be overridden.
+- ``tokengym/Sentiment-v0``: continue movie-review openings positively (240 training and 60
+  held-out openings), reward ``vader`` (VADER compound, [-1, 1]).
+- ``tokengym/Keywords-v0``: CommonGen-style, one sentence using 3-4 given concepts (400 / 100
+  concept sets), reward ``keywords`` (coverage, [0, 1]), chat template.
+- ``tokengym/Length-v0``: answer in exactly K words, K in 3..12 carried by each prompt record
+  (400 / 100), reward ``length`` (closeness to K), chat template.
+- ``tokengym/Arithmetic-v0``: small +, -, x questions with a verifiable answer (500 / 100), reward
+  ``arithmetic`` (1.0 when the first number in the completion is right), chat template.
+
+Task envs take ``split="train"`` (default) or ``"eval"`` for the held-out prompts, and every
+``TextGenEnv`` keyword, which overrides the task's defaults (:data:`TASKS`).
 
 ``gymnasium.make_vec(id, num_envs=N, vectorization_mode="vector_entry_point")`` returns the native
 :class:`~tokengym.envs.TextGenVectorEnv`.
@@ -11,6 +19,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from importlib import resources
 from pathlib import Path
@@ -21,14 +30,54 @@ import gymnasium as gym
 from .text_gen_env import TextGenEnv
 from .vector_env import TextGenVectorEnv
 
-SENTIMENT_SPLITS = ("train", "eval")
+SPLITS = ("train", "eval")
+
+# Each task: its prompt files (envs/data/<name>_<split>.*) and the TextGenEnv defaults it sets.
+# Every default can be overridden by the caller's keywords.
+TASKS: dict[str, dict[str, Any]] = {
+    "Sentiment": {
+        "file": "sentiment_{split}.txt",
+        "reward_model": "vader",
+        "max_prompt_tokens": 32,
+        "max_new_tokens": 24,
+    },
+    "Keywords": {
+        "file": "keywords_{split}.jsonl",
+        "reward_model": "keywords",
+        "chat_template": True,
+        "max_prompt_tokens": 64,
+        "max_new_tokens": 24,
+    },
+    "Length": {
+        "file": "length_{split}.jsonl",
+        "reward_model": "length",
+        "chat_template": True,
+        "max_prompt_tokens": 64,
+        "max_new_tokens": 24,
+    },
+    "Arithmetic": {
+        "file": "arithmetic_{split}.jsonl",
+        "reward_model": "arithmetic",
+        "chat_template": True,
+        "max_prompt_tokens": 64,
+        "max_new_tokens": 8,
+    },
+}
+
+
+def task_prompts(task: str, split: str = "train") -> Path:
+    """Path of a task's shipped prompt file for ``split`` ("train" or "eval")."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known: {sorted(TASKS)}")
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r} is not one of {SPLITS}")
+    name = TASKS[task]["file"].format(split=split)
+    return Path(str(resources.files("tokengym.envs") / "data" / name))
 
 
 def sentiment_prompts(split: str = "train") -> Path:
     """Path of the shipped movie-review openings for ``split`` ("train" or "eval")."""
-    if split not in SENTIMENT_SPLITS:
-        raise ValueError(f"split {split!r} is not one of {SENTIMENT_SPLITS}")
-    return Path(str(resources.files("tokengym.envs") / "data" / f"sentiment_{split}.txt"))
+    return task_prompts("Sentiment", split)
 
 
 def _check_kwargs(cls: type, kwargs: dict[str, Any], extra: tuple[str, ...] = ()) -> None:
@@ -50,41 +99,33 @@ def make_textgen_vector(num_envs: int = 1, **kwargs: Any) -> TextGenVectorEnv:
     return TextGenVectorEnv(num_envs, **kwargs)
 
 
-def _sentiment_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+def _task_kwargs(task: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     split = kwargs.pop("split", "train")
-    defaults = {
-        "reward_model": "vader",
-        "max_prompt_tokens": 32,
-        "max_new_tokens": 24,
-    }
+    defaults = {k: v for k, v in TASKS[task].items() if k != "file"}
     if "prompts" not in kwargs:
-        defaults["prompts"] = sentiment_prompts(split)
+        defaults["prompts"] = task_prompts(task, split)
     return {**defaults, **kwargs}
 
 
-def make_sentiment(**kwargs: Any) -> TextGenEnv:
+def make_task(task: str, **kwargs: Any) -> TextGenEnv:
+    """A :class:`TextGenEnv` for one of :data:`TASKS` (extra keyword: ``split``)."""
     _check_kwargs(TextGenEnv, kwargs, extra=("split",))
-    return TextGenEnv(**_sentiment_kwargs(kwargs))
+    return TextGenEnv(**_task_kwargs(task, kwargs))
 
 
-def make_sentiment_vector(num_envs: int = 1, **kwargs: Any) -> TextGenVectorEnv:
+def make_task_vector(task: str, num_envs: int = 1, **kwargs: Any) -> TextGenVectorEnv:
+    """A :class:`TextGenVectorEnv` for one of :data:`TASKS` (extra keyword: ``split``)."""
     _check_kwargs(TextGenVectorEnv, kwargs, extra=("split",))
-    return TextGenVectorEnv(num_envs, **_sentiment_kwargs(kwargs))
+    return TextGenVectorEnv(num_envs, **_task_kwargs(task, kwargs))
 
 
 def register_envs() -> None:
     """Register tokengym's env ids (idempotent)."""
-    here = __name__
-    specs = {
-        "tokengym/TextGen-v0": ("make_textgen", "make_textgen_vector"),
-        "tokengym/Sentiment-v0": ("make_sentiment", "make_sentiment_vector"),
-    }
-    for env_id, (single, vector) in specs.items():
-        if env_id in gym.registry:
-            continue
-        gym.register(
-            id=env_id,
-            entry_point=f"{here}:{single}",
-            vector_entry_point=f"{here}:{vector}",
-            disable_env_checker=False,
-        )
+    if "tokengym/TextGen-v0" not in gym.registry:
+        gym.register(id="tokengym/TextGen-v0", entry_point=make_textgen,
+                     vector_entry_point=make_textgen_vector)
+    for task in TASKS:
+        env_id = f"tokengym/{task}-v0"
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=functools.partial(make_task, task),
+                         vector_entry_point=functools.partial(make_task_vector, task))

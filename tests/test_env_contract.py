@@ -219,7 +219,24 @@ def test_gym_make_registered_ids(tokenizer):
     assert env.unwrapped.episodes.max_new_tokens == 3
 
 
-@pytest.mark.parametrize("env_id", ["tokengym/Sentiment-v0", "tokengym/TextGen-v0"])
+ALL_IDS = ["tokengym/TextGen-v0", "tokengym/Sentiment-v0", "tokengym/Keywords-v0", "tokengym/Length-v0",
+           "tokengym/Arithmetic-v0"]
+
+
+@pytest.mark.parametrize("task, minimum", [("Sentiment", 200), ("Keywords", 400), ("Length", 400),
+                                           ("Arithmetic", 400)])
+def test_task_prompt_sets_are_large_and_disjoint(task, minimum):
+    train = gym.make(f"tokengym/{task}-v0", tokenizer="tiny-llama").unwrapped.episodes.source.records
+    held_out = gym.make(f"tokengym/{task}-v0", tokenizer="tiny-llama", split="eval").unwrapped
+    held_out = held_out.episodes.source.records
+    assert len(train) >= minimum and len(held_out) >= 50
+    assert not {r.text for r in train} & {r.text for r in held_out}
+    if task != "Sentiment":  # record tasks carry the data their reward model needs
+        field = {"Keywords": "keywords", "Length": "target", "Arithmetic": "answer"}[task]
+        assert all(field in r.fields for r in train + held_out)
+
+
+@pytest.mark.parametrize("env_id", ALL_IDS)
 def test_gymnasium_and_sb3_checkers(env_id):
     from gymnasium.utils.env_checker import check_env
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
