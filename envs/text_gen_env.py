@@ -117,7 +117,9 @@ class TextGenEnv(gym.Env):
         render_mode: str | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode {render_mode!r} is not supported; use 'ansi', 'human' or None")
+            # TypeError, not ValueError: wrappers such as SB3's make_vec_env try render_mode=
+            # "rgb_array" first and fall back to no rendering on TypeError.
+            raise TypeError(f"render_mode {render_mode!r} is not supported; use 'ansi', 'human' or None")
         self.render_mode = render_mode
         self.tokenizer = resolve_tokenizer(tokenizer)
         self.episodes = EpisodeBatch(

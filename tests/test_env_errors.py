@@ -71,7 +71,7 @@ def test_bad_constructor_arguments(tokenizer, prompts):
     with pytest.raises(ValueError, match="max_prompt_tokens must be a positive integer"):
         TextGenEnv(prompts=prompts, reward_model=length_reward, tokenizer=tokenizer,
                    max_prompt_tokens=2.5)
-    with pytest.raises(ValueError, match="render_mode"):
+    with pytest.raises(TypeError, match="render_mode"):
         make_env(tokenizer, prompts, render_mode="rgb_array")
     with pytest.raises(ValueError, match="not a single token"):
         make_env(tokenizer, prompts, stop_tokens=["not-a-token-at-all"])
