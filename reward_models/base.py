@@ -16,6 +16,9 @@ deterministic for the same inputs.
 A reward model may also provide ``score_with_components(prompts, completions, **fields)``
 returning ``(rewards, {component_name: scores})``; the env then reports each component in its
 ``info["reward_components"]``. Otherwise the breakdown is ``{name: rewards}``.
+
+When a reward model raises on a batch of at most 64, :func:`score` calls it again on each sample
+alone to name the sample that fails (reward models are deterministic, so this is safe).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import numpy as np
 RewardFn = Callable[..., Any]
 
 _EXCERPT_CHARS = 60
+_LOCATE_LIMIT = 64
 
 
 class RewardModelError(RuntimeError):
@@ -101,6 +105,30 @@ def _as_rewards(raw: Any, n: int, name: str, completions: Sequence[str], what: s
     return values.astype(np.float32)
 
 
+def _locate_failure(
+    call: Callable[..., Any], prompts: Sequence[str], completions: Sequence[str],
+    kwargs: Mapping[str, Any],
+) -> int | None:
+    """Index of the first sample on which ``call`` raises when called on it alone.
+
+    Only a batch call says *that* it failed; re-scoring samples one by one (batches of at most
+    ``_LOCATE_LIMIT``, on the failure path only) says *which* sample did. ``None`` when the batch
+    is too large, or when every sample alone succeeds (a batch-level fault, e.g. out of memory).
+    """
+    n = len(completions)
+    if n == 1:
+        return 0
+    if n > _LOCATE_LIMIT:
+        return None
+    for i in range(n):
+        try:
+            one = {k: [v[i]] for k, v in kwargs.items()}
+            call([prompts[i]], [completions[i]], **one)
+        except Exception:
+            return i
+    return None
+
+
 def score(
     rm: RewardFn,
     prompts: Sequence[str],
@@ -136,11 +164,18 @@ def score(
     except RewardModelError:
         raise
     except Exception as exc:
-        first = excerpt(completions[0]) if n else ""
+        i = _locate_failure(call, prompts, completions, kwargs)
+        if i is None:
+            first = excerpt(completions[0]) if n else ""
+            raise RewardModelError(
+                f"reward model {name!r} raised {type(exc).__name__}: {exc} (batch of {n}; "
+                f"first completion: {first!r})",
+                model_name=name, index=None, excerpt=first,
+            ) from exc
         raise RewardModelError(
-            f"reward model {name!r} raised {type(exc).__name__}: {exc} (batch of {n}; "
-            f"first completion: {first!r})",
-            model_name=name, index=None, excerpt=first,
+            f"reward model {name!r} raised {type(exc).__name__}: {exc} on sample {i} of a batch "
+            f"of {n}. Completion: {excerpt(completions[i])!r}",
+            model_name=name, index=i, excerpt=excerpt(completions[i]),
         ) from exc
     if call is fn:
         if not (isinstance(raw, tuple) and len(raw) == 2 and isinstance(raw[1], Mapping)):

@@ -18,7 +18,9 @@ class KeywordsReward:
 
     name = "keywords"
 
-    def __init__(self, words: Sequence[str] | str | None = None, case_sensitive: bool = False) -> None:
+    def __init__(
+        self, words: Sequence[str] | str | None = None, case_sensitive: bool = False
+    ) -> None:
         if isinstance(words, str):
             words = [w for w in re.split(r"[,\s]+", words) if w]
         self.words = list(words) if words is not None else None

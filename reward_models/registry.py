@@ -63,7 +63,9 @@ def _from_import_string(spec: str, kwargs: dict[str, Any]) -> RewardFn:
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ValueError(f"reward model {spec!r}: cannot import module {module_name!r} ({exc})") from exc
+        raise ValueError(
+            f"reward model {spec!r}: cannot import module {module_name!r} ({exc})"
+        ) from exc
     for part in attr_path.split("."):
         if not hasattr(obj, part):
             raise ValueError(f"reward model {spec!r}: module {module_name!r} has no {attr_path!r}")
@@ -104,7 +106,9 @@ def make(spec: str | os.PathLike[str] | RewardFn, **kwargs: Any) -> RewardFn:
                 f"callable rm(prompts, completions) -> floats; got {type(spec).__name__}"
             )
         if kwargs:
-            raise TypeError(f"keyword arguments {sorted(kwargs)} given with an already-built reward model")
+            raise TypeError(
+                f"keyword arguments {sorted(kwargs)} given with an already-built reward model"
+            )
         return spec
     if ":" in spec:
         return _from_import_string(spec, kwargs)

@@ -12,6 +12,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("tokengym.demo", "sample a few Sentiment-v0 episodes with SmolLM2 through env.step"),
     "models": ("tokengym.cli_models", "list the built-in models, or prepare (convert) them"),
     "envs": ("tokengym.cli_models", "list the registered tokengym env ids"),
+    "train": ("tokengym.train", "train an agent (PPO) on a tokengym env: logs, checkpoints, resume"),
+    "train-rm": ("tokengym.cli_reward_models", "train a Bradley-Terry reward model on pairs"),
+    "label-pairs": ("tokengym.cli_reward_models", "policy samples ranked by a gold RM, as pairs"),
 }
 
 
