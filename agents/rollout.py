@@ -145,7 +145,7 @@ class KVCacheDecoder:
 
     @torch.no_grad()
     def start(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
-        """Prefill left-padded prompts ``(N, P)``; returns next-token logits ``(N, V)`` (and values)."""
+        """Prefill left-padded prompts ``(N, P)``; returns next logits ``(N, V)`` (and values)."""
         from transformers import DynamicCache
 
         self._cache = DynamicCache()
@@ -175,7 +175,11 @@ def sample_tokens(
         tokens = logits.argmax(-1)
         return tokens, torch.zeros_like(tokens, dtype=torch.float32)
     logp = torch.log_softmax(logits / temperature, dim=-1)
-    tokens = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+    # Inverse-CDF sampling: one uniform per row and a binary search. Same distribution as
+    # torch.multinomial, several times faster on CPU for 50k-token vocabularies.
+    cdf = logp.exp().cumsum(-1)
+    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device) * cdf[:, -1:]
+    tokens = torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp(max=cdf.shape[-1] - 1)
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 
 

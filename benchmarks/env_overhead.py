@@ -18,9 +18,9 @@ import time
 import gymnasium as gym
 import numpy as np
 import torch
-from tokengym.agents.rollout import KVCacheDecoder
 
 import tokengym  # noqa: F401  (registers the env ids)
+from tokengym.agents.rollout import KVCacheDecoder
 from tokengym.models import DEFAULT_MODEL, load_causal_lm
 
 

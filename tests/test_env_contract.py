@@ -10,6 +10,7 @@ import pytest
 from conftest import length_reward, random_actions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from tokengym.envs import TextGenEnv
 
 

@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from conftest import length_reward
+
 from tokengym.envs import TextGenEnv, TextGenVectorEnv
 from tokengym.reward_models import RewardModelError
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 from gymnasium.vector import SyncVectorEnv
+
 from tokengym.agents.rollout import KVCacheDecoder, collect_rollout
 from tokengym.envs import TextGenEnv, TextGenVectorEnv
-
 from tokengym.models import load_causal_lm
 
 KW = dict(max_prompt_tokens=12, max_new_tokens=6, reward_model="vader")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from conftest import length_reward, random_actions
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
 from tokengym.envs import TextGenEnv, TextGenVectorEnv
 
 N = 4

@@ -1,0 +1,105 @@
+"""Per-token reward shaping, GAE and whitening, over ``(N, G)`` rollout tensors.
+
+Shared by the value-based agents (PPO, A2C) and, for the shaping and whitening, by the others.
+Every function takes the rollout's ``mask`` ``(N, G)`` (True on the episode's steps; an episode's
+steps are a prefix of its row) and leaves masked-out entries at 0.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .kl import kl_per_token
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` over the True entries of ``mask`` (0 when there are none)."""
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_var(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Unbiased variance of ``x`` over the True entries of ``mask``."""
+    mean = masked_mean(x, mask)
+    m = mask.to(x.dtype)
+    return (((x - mean) * m) ** 2).sum() / (m.sum() - 1).clamp(min=1)
+
+
+def whiten(
+    x: torch.Tensor, mask: torch.Tensor | None = None, shift_mean: bool = True
+) -> torch.Tensor:
+    """``(x - mean) / std`` over the masked entries (entries outside the mask become 0).
+
+    ``shift_mean=False`` only rescales (used for rewards, whose sign carries meaning).
+    """
+    if mask is None:
+        mask = torch.ones_like(x, dtype=torch.bool)
+    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    out = (x - mean) * torch.rsqrt(var + 1e-8)
+    if not shift_mean:
+        out = out + mean
+    return torch.where(mask, out, torch.zeros_like(out))
+
+
+def last_step_index(mask: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` index of each row's last True entry (0 for an empty row)."""
+    return (mask.long().sum(-1) - 1).clamp(min=0)
+
+
+def shaped_rewards(
+    scores: torch.Tensor,
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    beta: float,
+    estimator: str = "k1",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token rewards ``r_t = -beta * KL_t``, plus ``scores`` at each episode's last token.
+
+    Args:
+        scores: ``(N,)`` episode scores (after any whitening / no-stop penalty).
+        logprobs, ref_logprobs: ``(N, G)`` policy and reference log-probs of the sampled tokens.
+        mask: ``(N, G)`` bool.
+        beta: KL coefficient.
+        estimator: ``"k1"`` or ``"k3"``.
+
+    Returns:
+        ``(rewards (N, G), kl (N, G))``, both 0 outside ``mask``.
+    """
+    kl = torch.where(mask, kl_per_token(logprobs, ref_logprobs, estimator), 0.0)
+    rewards = -beta * kl
+    last = last_step_index(mask)
+    has_steps = mask.any(-1)
+    rows = torch.arange(rewards.shape[0])
+    rewards[rows, last] += torch.where(has_steps, scores.to(rewards.dtype), 0.0)
+    return rewards, kl
+
+
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over each row's steps (the episode ends after its last).
+
+    ``delta_t = r_t + gamma * V_{t+1} - V_t`` with ``V`` = 0 after the last step, and
+    ``A_t = delta_t + gamma * lam * A_{t+1}``; returns ``R_t = A_t + V_t``.
+
+    Args:
+        rewards, values: ``(N, G)``; mask: ``(N, G)`` bool.
+
+    Returns:
+        ``(advantages, returns)``, each ``(N, G)``, 0 outside ``mask``.
+    """
+    m = mask.to(values.dtype)
+    values = values * m
+    rewards = rewards * m
+    advantages = torch.zeros_like(values)
+    next_adv = torch.zeros_like(values[:, 0])
+    next_value = torch.zeros_like(values[:, 0])
+    for t in reversed(range(values.shape[1])):
+        # Masked-out steps (after the end) carry nothing backwards: their value and advantage
+        # are zeroed, which makes the real last step bootstrap from 0.
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        adv = (delta + gamma * lam * next_adv) * m[:, t]
+        advantages[:, t] = adv
+        next_adv, next_value = adv, values[:, t]
+    return advantages, (advantages + values) * m

@@ -1,0 +1,129 @@
+"""Atomic, exactly-resumable training checkpoints.
+
+A checkpoint is a directory ``OUT/checkpoints/iter_000010/`` holding
+
+- ``weights.safetensors``: every trainable tensor (policy or its LoRA adapters, value head);
+- ``optimizer.pt``: the optimizer's state dict;
+- ``rng.pt``: torch's global RNG state and the agent's generators (tensors only);
+- ``state.json``: iteration counter, KL controller, numpy and python RNG states, the config and
+  any caller metadata.
+
+It is written into a temporary sibling directory and renamed into place, and ``LATEST`` (a text
+file naming the newest checkpoint) is replaced atomically afterwards, so a run killed at any
+moment leaves the previous checkpoint intact. ``.pt`` files are read with
+``torch.load(weights_only=True)``: no pickled code is ever executed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+LATEST = "LATEST"
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(
+    root: str | os.PathLike[str], agent: Any, metadata: dict[str, Any] | None = None,
+    keep: int = 2,
+) -> Path:
+    """Write ``agent``'s full training state under ``root``; returns the checkpoint directory.
+
+    ``agent`` needs ``policy`` (with ``trainable_state_dict``), ``optimizer``, ``config``,
+    ``iteration`` and ``state_dict()``; keeps the ``keep`` newest checkpoints.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"iter_{agent.iteration:06d}"
+    final = root / name
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+    try:
+        weights = {k: v.contiguous().cpu() for k, v in agent.policy.trainable_state_dict().items()}
+        save_file(weights, tmp / "weights.safetensors")
+        torch.save(agent.optimizer.state_dict(), tmp / "optimizer.pt")
+        state = agent.state_dict()
+        tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+        tensors["torch_rng"] = torch.get_rng_state()
+        torch.save(tensors, tmp / "rng.pt")
+        np_state = np.random.get_state()
+        py_state = random.getstate()
+        info = {
+            "agent": {k: v for k, v in state.items() if not isinstance(v, torch.Tensor)},
+            "config": agent.config.to_dict(),
+            "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+            "python_rng": [py_state[0], list(py_state[1]), py_state[2]],
+            "metadata": metadata or {},
+        }
+        (tmp / "state.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+        if final.exists():  # re-saving the same iteration (e.g. Ctrl-C right after a save)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _write_text_atomic(root / LATEST, name)
+    old = sorted(p for p in root.glob("iter_*") if p.is_dir() and p.name != name)
+    for path in old[: max(0, len(old) - (keep - 1))]:
+        shutil.rmtree(path, ignore_errors=True)
+    return final
+
+
+def find_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """The checkpoint directory for ``path``: a checkpoint itself, a ``checkpoints/`` folder
+    (its ``LATEST``), or a run directory containing ``checkpoints/``."""
+    path = Path(path)
+    if (path / "state.json").is_file():
+        return path
+    for root in (path, path / "checkpoints"):
+        if (root / LATEST).is_file():
+            ckpt = root / (root / LATEST).read_text(encoding="utf-8").strip()
+            if (ckpt / "state.json").is_file():
+                return ckpt
+    raise FileNotFoundError(
+        f"no checkpoint found at {path}: expected a checkpoint directory (with state.json), or a "
+        f"run directory whose checkpoints/{LATEST} names one"
+    )
+
+
+def read_checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """``state.json`` of the checkpoint at ``path`` (config, iteration, metadata)."""
+    return json.loads((find_checkpoint(path) / "state.json").read_text(encoding="utf-8"))
+
+
+def load_checkpoint(path: str | os.PathLike[str], agent: Any) -> dict[str, Any]:
+    """Restore ``agent`` (weights, optimizer, KL controller, RNGs, iteration) in place.
+
+    Returns the checkpoint's ``state.json`` content (its ``metadata`` included).
+    """
+    ckpt = find_checkpoint(path)
+    info = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+    device = agent.policy.device
+    weights = load_file(ckpt / "weights.safetensors", device=str(device))
+    agent.policy.load_trainable_state_dict(weights)
+    optimizer_state = torch.load(ckpt / "optimizer.pt", weights_only=True, map_location=device)
+    agent.optimizer.load_state_dict(optimizer_state)
+    tensors = torch.load(ckpt / "rng.pt", weights_only=True)
+    torch.set_rng_state(tensors.pop("torch_rng"))
+    agent.load_state_dict({**info["agent"], **tensors})
+    kind, keys, pos, *rest = info["numpy_rng"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, *rest))
+    version, internal, gauss = info["python_rng"]
+    random.setstate((version, tuple(internal), gauss))
+    return info

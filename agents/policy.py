@@ -1,0 +1,224 @@
+"""The trainable policy: a causal LM, a scalar value head, and the frozen reference.
+
+``ActorCritic`` owns three things:
+
+- ``lm``: the policy LM (optionally wrapped with peft LoRA adapters);
+- ``value_head``: ``Linear(hidden, 1)`` on the last hidden state of the policy trunk (default)
+  or of a separate value trunk (``value_model="separate"``);
+- the reference: a frozen copy of the LM at the start, or, with LoRA, the same LM with its
+  adapters disabled (no second copy in memory).
+
+Dropout stays off (eval mode) in rollout and update alike, so the update's log-probs are those of
+the distribution that was sampled. Logits are divided by the sampling temperature everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from .rollout import forward_kwarg_names
+
+
+def completion_logits(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    gen_len: int,
+    *,
+    hidden: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One teacher-forced forward over ``prompt + completion``; logits that predict the completion.
+
+    Args:
+        input_ids, attention_mask: ``(N, P + G)`` in the env's layout (left-padded prompt).
+        gen_len: G, the number of completion columns at the end.
+        hidden: also return the last hidden states at the same positions.
+
+    Returns:
+        ``(logits (N, G, V), hidden (N, G, H) or None)``: position ``t`` holds the prediction
+        of completion token ``t`` (made at column ``P - 1 + t``).
+    """
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    kwargs: dict[str, Any] = {}
+    _, keep = forward_kwarg_names(model)
+    if keep:
+        # Only the last G + 1 positions' logits are needed: skips the (N, P, V) prompt logits.
+        kwargs[keep] = gen_len + 1
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=positions,
+        use_cache=False,
+        output_hidden_states=hidden,
+        **kwargs,
+    )
+    logits = out.logits[:, -(gen_len + 1):-1]
+    states = out.hidden_states[-1][:, -(gen_len + 1):-1] if hidden else None
+    return logits, states
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float,
+                   num_actions: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs of ``tokens`` ``(N, G)`` under ``softmax(logits[..., :num_actions] / T)``.
+
+    Returns ``(logprobs (N, G), logp (N, G, num_actions))``; the latter feeds the entropy.
+    """
+    logp = torch.log_softmax(logits[..., :num_actions].float() / temperature, dim=-1)
+    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1), logp
+
+
+def entropy_from_logp(logp: torch.Tensor) -> torch.Tensor:
+    """``(N, G)`` entropy of each position's distribution given its log-probs ``(N, G, V)``."""
+    return -(logp.exp() * logp).sum(-1)
+
+
+class ActorCritic(nn.Module):
+    """Policy LM + value head (+ optional separate value trunk) + reference access.
+
+    Args:
+        lm: the causal LM (a transformers ``PreTrainedModel``).
+        value_model: ``"shared"`` or ``"separate"``.
+        lora: wrap ``lm`` with LoRA adapters (needs ``peft``); ``lora_kwargs`` go to
+            ``peft.LoraConfig``.
+        seed: seeds the value head's initialisation (independent of the global RNG).
+    """
+
+    def __init__(
+        self,
+        lm: nn.Module,
+        *,
+        value_model: str = "shared",
+        lora: bool = False,
+        lora_kwargs: dict[str, Any] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if value_model not in ("shared", "separate"):
+            raise ValueError(f"value_model={value_model!r}; accepted: 'shared', 'separate'")
+        if lora and value_model == "separate":
+            raise ValueError("LoRA with a separate value model is not supported; use 'shared'")
+        lm.eval()
+        self.lora = lora
+        self.value_model_kind = value_model
+        # The reference is frozen before adapters are added, so it is the starting policy.
+        self.ref: nn.Module | None = None
+        if lora:
+            self.lm = self._add_lora(lm, dict(lora_kwargs or {}))
+        else:
+            self.ref = copy.deepcopy(lm).requires_grad_(False).eval()
+            self.lm = lm
+        self.value_trunk: nn.Module | None = None
+        if value_model == "separate":
+            self.value_trunk = copy.deepcopy(lm).eval()
+        hidden = lm.config.hidden_size
+        param = next(lm.parameters())
+        self.value_head = nn.Linear(hidden, 1).to(device=param.device, dtype=param.dtype)
+        with torch.no_grad():
+            gen = torch.Generator().manual_seed(seed)
+            # Small weights and a zero bias: initial values ~0, so early advantages ~ rewards.
+            self.value_head.weight.copy_(torch.randn(self.value_head.weight.shape, generator=gen)
+                                         / (hidden ** 0.5) * 0.1)
+            self.value_head.bias.zero_()
+
+    @staticmethod
+    def _add_lora(lm: nn.Module, kwargs: dict[str, Any]) -> nn.Module:
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("lora=True needs peft: pip install peft") from exc
+        targets = kwargs.pop("target_modules", "all-linear")
+        if isinstance(targets, str) and targets != "all-linear":
+            targets = [t.strip() for t in targets.split(",") if t.strip()]
+        config = LoraConfig(task_type="CAUSAL_LM", target_modules=targets, **kwargs)
+        return get_peft_model(lm, config).eval()
+
+    # -- the three forwards ------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.lm.parameters()).device
+
+    def values_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``(..., H)`` hidden states -> ``(...)`` values (float32)."""
+        return self.value_head(hidden).squeeze(-1).float()
+
+    def rollout_value_fn(self) -> Any:
+        """The ``value_fn`` for :func:`collect_rollout` (None when the value trunk is separate)."""
+        return self.values_from_hidden if self.value_trunk is None else None
+
+    def forward_policy(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, gen_len: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced policy logits ``(N, G, V)`` and values ``(N, G)``, with gradients.
+
+        One forward of the policy trunk (plus one of the value trunk when separate).
+        """
+        shared = self.value_trunk is None
+        logits, hidden = completion_logits(self.lm, input_ids, attention_mask, gen_len,
+                                           hidden=shared)
+        if not shared:
+            _, hidden = completion_logits(self.value_trunk, input_ids, attention_mask, gen_len,
+                                          hidden=True)
+        return logits, self.values_from_hidden(hidden)
+
+    @torch.no_grad()
+    def separate_values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        gen_len: int) -> torch.Tensor:
+        """``(N, G)`` values from the separate value trunk (one batched forward)."""
+        if self.value_trunk is None:
+            raise ValueError("separate_values needs value_model='separate'")
+        _, hidden = completion_logits(self.value_trunk, input_ids, attention_mask, gen_len,
+                                      hidden=True)
+        return self.values_from_hidden(hidden)
+
+    @contextlib.contextmanager
+    def reference(self) -> Iterator[nn.Module]:
+        """The frozen reference LM (with LoRA: the policy with adapters disabled)."""
+        if self.ref is not None:
+            yield self.ref
+        else:
+            with self.lm.disable_adapter():
+                yield self.lm
+
+    @torch.no_grad()
+    def reference_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                           tokens: torch.Tensor, temperature: float, num_actions: int
+                           ) -> torch.Tensor:
+        """``(N, G)`` reference log-probs of ``tokens`` ``(N, G)``: ONE batched forward."""
+        with self.reference() as ref:
+            logits, _ = completion_logits(ref, input_ids, attention_mask, tokens.shape[1])
+        return token_logprobs(logits, tokens, temperature, num_actions)[0]
+
+    # -- parameters and saving ---------------------------------------------------------------
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Name -> tensor of every trainable parameter (tied weights appear once)."""
+        return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        params = {n: p for n, p in self.named_parameters() if p.requires_grad}
+        if set(params) != set(state):
+            missing, extra = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+            raise ValueError(
+                f"checkpoint does not match the policy: missing {missing[:5]}, unexpected "
+                f"{extra[:5]}; was it written with the same model and lora/value_model settings?"
+            )
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(state[name])
+
+    def save_pretrained_policy(self, path: str, tokenizer: Any = None) -> None:
+        """Save the policy as a plain transformers model (LoRA merged into a copy) + tokenizer."""
+        model = self.lm
+        if self.lora:
+            model = copy.deepcopy(self.lm).merge_and_unload()
+        model.save_pretrained(path, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(path)

@@ -1,0 +1,72 @@
+"""A toy task on which any correct policy-gradient agent must improve, for tests and smoke runs.
+
+Reward = the fraction of the completion's tokens that belong to a fixed target set holding 10% of
+the vocabulary, so a uniform policy scores ~0.1. The completion text is re-tokenised to score it,
+as any text-only reward model would.
+
+The target set is *learnable*: :func:`embedding_targets` picks the tokens whose (tied) embedding
+points furthest along one random direction ``u``. A policy improves on all of them at once by
+moving its last hidden state along ``u``, which a few dozen PPO updates do. (A random set of ids
+would have no such shared direction, and a random 3M-parameter model would need thousands of
+updates to raise 5k unrelated logits one by one.) On ``tiny-llama``, whose next-token
+distribution is near-uniform over 49k tokens, sample at a low temperature (0.1) so that each
+context has a few thousand plausible tokens rather than all of them. Shared by the agent tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+TOY_PROMPTS = ("Hello", "The cat", "Once upon a time", "In the morning", "My friend said",
+               "Numbers:", "The weather today", "A short story")
+
+
+def embedding_targets(model: torch.nn.Module, fraction: float = 0.1, seed: int = 0) -> np.ndarray:
+    """Sorted ids of the ``fraction`` of tokens whose input embedding projects highest on a
+    random unit direction (seeded)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    emb = model.get_input_embeddings().weight.detach().float().cpu()
+    u = torch.randn(emb.shape[1], generator=torch.Generator().manual_seed(seed))
+    proj = emb @ u
+    return torch.nonzero(proj > torch.quantile(proj, 1 - fraction)).squeeze(-1).numpy()
+
+
+class TargetFractionReward:
+    """``rm(prompts, completions)``: fraction of each completion's tokens in ``target_ids``."""
+
+    name = "target_fraction"
+
+    def __init__(self, tokenizer: Any, target_ids: Sequence[int] | np.ndarray) -> None:
+        self.tokenizer = tokenizer
+        self.is_target = np.zeros(len(tokenizer), dtype=bool)
+        self.is_target[np.asarray(target_ids, dtype=np.int64)] = True
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        out = []
+        for text in completions:
+            ids = np.asarray(self.tokenizer(text, add_special_tokens=False)["input_ids"], np.int64)
+            out.append(float(self.is_target[ids].mean()) if ids.size else 0.0)
+        return out
+
+
+def make_toy_envs(tokenizer: Any, model: torch.nn.Module, num_envs: int, *,
+                  max_new_tokens: int = 8, sync: bool = False) -> Any:
+    """The toy task as a native ``TextGenVectorEnv`` (or a ``SyncVectorEnv`` of ``TextGenEnv``).
+
+    ``model`` is only read, to pick the target set (:func:`embedding_targets`).
+    """
+    kwargs = dict(tokenizer=tokenizer, prompts=list(TOY_PROMPTS),
+                  reward_model=TargetFractionReward(tokenizer, embedding_targets(model)),
+                  max_new_tokens=max_new_tokens, max_prompt_tokens=8)
+    if sync:
+        return gym.vector.SyncVectorEnv(
+            [lambda: gym.make("tokengym/TextGen-v0", **kwargs).unwrapped] * num_envs
+        )
+    return gym.make_vec("tokengym/TextGen-v0", num_envs=num_envs,
+                        vectorization_mode="vector_entry_point", **kwargs)

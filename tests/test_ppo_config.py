@@ -1,0 +1,43 @@
+"""PPOConfig validation: bad values raise ValueError naming the value and the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from tokengym.agents.ppo_config import PPOConfig
+
+
+def test_defaults_are_valid() -> None:
+    assert PPOConfig().validate() == PPOConfig()
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"num_envs": 6, "num_minibatches": 4}, "not divisible by num_minibatches=4"),
+        ({"num_envs": 8, "num_minibatches": 2, "grad_accum_steps": 3}, "grad_accum_steps=3"),
+        ({"num_envs": 0}, "num_envs must be a positive integer"),
+        ({"temperature": 0.0}, "temperature must be > 0"),
+        ({"kl_estimator": "k2"}, "kl_estimator='k2'"),
+        ({"gamma": 1.5}, r"gamma must be in \[0, 1\]"),
+        ({"lr": -1e-5}, "lr must be > 0"),
+        ({"beta": -0.1}, "beta must be >= 0"),
+        ({"adaptive_kl": True, "beta": 0.0}, "start from beta > 0"),
+        ({"adaptive_kl": True, "target_kl": 0.0}, "target_kl > 0"),
+        ({"value_model": "tied"}, "value_model='tied'"),
+        ({"lora": True, "value_model": "separate"}, "not supported"),
+        ({"dtype": "int8"}, "dtype='int8'"),
+        ({"vf_coef": 0.0, "lam": 0.95}, "set vf_coef > 0 or lam = 1"),
+    ],
+)
+def test_invalid_values_raise(changes: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        PPOConfig(**changes).validate()
+
+
+def test_from_dict_rejects_unknown_fields_and_lists_accepted_ones() -> None:
+    with pytest.raises(ValueError, match="kl_coef") as info:
+        PPOConfig.from_dict({"kl_coef": 0.1})
+    assert "beta" in str(info.value)
+    assert PPOConfig.from_dict({"beta": 0.2}).beta == 0.2
+    assert PPOConfig.from_dict(PPOConfig(lr=3e-4).to_dict()) == PPOConfig(lr=3e-4)
