@@ -1,14 +1,19 @@
 """RL agents that learn through a tokengym vector env's ``reset``/``step``.
 
-``PPOAgent`` and ``PPOConfig`` are importable from here; the import is lazy so that
-``import tokengym.agents.rollout`` stays light.
+``PPOAgent``, ``PPOConfig``, the agent registry (``AGENTS``, ``AgentSpec``, ``make_agent``) and
+the baselines are importable from here; the import is lazy so that
+``import tokengym.agents.rollout`` stays light. See ``docs/agents.md``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-_LAZY = {"PPOAgent": "ppo", "PPOConfig": "ppo_config", "ActorCritic": "policy"}
+_LAZY = {"PPOAgent": "ppo", "PPOConfig": "ppo_config", "ActorCritic": "policy",
+         "AGENTS": "registry", "AgentSpec": "registry", "make_agent": "registry",
+         "ReinforceAgent": "reinforce", "RLOOAgent": "rloo", "GRPOAgent": "grpo",
+         "A2CAgent": "a2c", "BestOfNAgent": "inference", "SampleAgent": "inference",
+         "GreedyAgent": "inference"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,84 @@
+"""A2C for language models: token-level actor-critic, one update per rollout, no clipping.
+
+The same KL-shaped per-token rewards and GAE as PPO (:func:`~tokengym.agents.advantages.
+shaped_rewards`, :func:`~tokengym.agents.advantages.gae`), with the value head of
+:class:`~tokengym.agents.policy.ActorCritic`; then ONE gradient step on::
+
+    loss_t = -A_t * log pi(a_t | s_t) + vf_coef * 0.5 * (V(s_t) - R_t)^2 - ent_coef * H_t
+
+token-averaged: no ratio, no clipping, no second pass over the rollout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .advantages import gae, masked_mean, shaped_rewards, whiten
+from .agent_config import PGConfig
+from .policy import entropy_from_logp
+from .policy_gradient import PGBatch, PolicyGradientAgent
+
+VALUE_MODELS = ("shared", "separate")
+
+
+@dataclass
+class A2CConfig(PGConfig):
+    """Hyperparameters of :class:`A2CAgent` (shared fields: :class:`PGConfig`)."""
+
+    # Discount and GAE lambda of the per-token shaped reward.
+    gamma: float = 1.0
+    lam: float = 0.95
+    # Weight of the value loss.
+    vf_coef: float = 0.1
+    # Normalise advantages to zero mean / unit std over the rollout's tokens.
+    whiten_advantages: bool = True
+    # "shared": value head on the policy's trunk; "separate": a second trunk for the critic.
+    value_model: str = "shared"
+
+    def validate(self) -> A2CConfig:
+        super().validate()
+        for name in ("gamma", "lam"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.vf_coef <= 0:
+            raise ValueError(f"vf_coef must be > 0 (A2C bootstraps from its critic), "
+                             f"got {self.vf_coef}")
+        if self.value_model not in VALUE_MODELS:
+            raise ValueError(f"value_model={self.value_model!r}; accepted: {VALUE_MODELS}")
+        if self.lora and self.value_model == "separate":
+            raise ValueError("lora=True with value_model='separate' is not supported")
+        return self
+
+
+class A2CAgent(PolicyGradientAgent):
+    """A2C on a tokengym vector env (see the module docstring)."""
+
+    uses_value_head = True
+
+    def advantages(self, b: PGBatch) -> dict[str, float]:
+        cfg = self.config
+        rewards, _ = shaped_rewards(b.scores, b.logprobs, b.ref_logprobs, b.mask,
+                                    self.kl_controller.beta, cfg.kl_estimator)
+        adv, returns = gae(rewards, b.values, b.mask, cfg.gamma, cfg.lam)
+        if cfg.whiten_advantages:
+            adv = whiten(adv, b.mask)
+        b.advantages, b.returns = adv, returns
+        return {"return_mean": float(masked_mean(returns, b.mask)),
+                "value_mean": float(masked_mean(b.values, b.mask))}
+
+    def update(self, b: PGBatch) -> dict[str, float]:
+        cfg = self.config
+
+        def loss_fn(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            logprobs, logp, values = self.policy_forward(b, idx)
+            entropy = entropy_from_logp(logp)
+            pg = -b.advantages[idx] * logprobs
+            v_loss = 0.5 * (values - b.returns[idx]) ** 2
+            stats = {"policy_loss": pg.detach(), "value_loss": v_loss.detach(),
+                     "entropy": entropy.detach()}
+            return pg + cfg.vf_coef * v_loss - cfg.ent_coef * entropy, stats
+
+        rows = torch.arange(b.mask.shape[0], device=b.mask.device)
+        return self.gradient_step(b, rows, cfg.grad_accum_steps, loss_fn)

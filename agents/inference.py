@@ -1,0 +1,164 @@
+"""Inference-time baselines that do not train: ``sample``, ``greedy`` and ``best-of-n``.
+
+- ``sample``: the untrained policy sampled at ``temperature`` (the "zero-shot" row);
+- ``greedy``: the untrained policy decoded greedily (temperature 0);
+- ``best-of-n``: N samples of each prompt through the env (rows grouped by
+  :class:`~tokengym.agents.groups.PromptGroups`), the best by reward kept. Its KL to the policy
+  is reported analytically, ``log N - (N - 1) / N`` (Stiennon et al. 2020; Beirami et al. 2024).
+
+The policy IS the reference, so ``sample``/``greedy`` report ``kl_mean = 0``. ``train_iteration``
+raises ``TypeError``: these agents only ``evaluate``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .agent_config import DTYPES, ConfigMixin
+from .groups import PromptGroups, group_view, select_rows
+from .policy import ActorCritic
+from .rollout import Rollout, collect_rollout
+
+
+@dataclass
+class SampleConfig(ConfigMixin):
+    """Settings of :class:`SampleAgent` (names as in :class:`PPOConfig`)."""
+
+    # Seeds the sampling generator.
+    seed: int = 0
+    # Rows of the vector env = episodes per evaluation.
+    num_envs: int = 16
+    # Sampling temperature (0 = greedy).
+    temperature: float = 1.0
+    # Parameter dtype and device ("auto": CUDA when available).
+    dtype: str = "float32"
+    device: str = "auto"
+    # Episodes in the sample table written by tokengym train.
+    num_samples: int = 4
+
+    def validate(self) -> Any:
+        self._check_positive_ints("num_envs")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.num_samples < 0:
+            raise ValueError(f"num_samples must be >= 0, got {self.num_samples}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype={self.dtype!r}; accepted: {DTYPES}")
+        return self
+
+
+@dataclass
+class GreedyConfig(SampleConfig):
+    """Settings of :class:`GreedyAgent`: temperature is fixed at 0 (argmax decoding)."""
+
+    temperature: float = 0.0
+
+    def validate(self) -> GreedyConfig:
+        super().validate()
+        if self.temperature != 0:
+            raise ValueError(f"greedy decodes at temperature 0, got {self.temperature}; "
+                             "use --agent sample for a temperature > 0")
+        return self
+
+
+@dataclass
+class BestOfNConfig(SampleConfig):
+    """Settings of :class:`BestOfNAgent`."""
+
+    # N: samples of each prompt; num_envs = prompts x N (one best sample kept per prompt).
+    samples_per_prompt: int = 4
+
+    def validate(self) -> BestOfNConfig:
+        super().validate()
+        self._check_groups("samples_per_prompt", 1)
+        if self.temperature == 0 and self.samples_per_prompt > 1:
+            raise ValueError("best-of-n at temperature 0 draws N identical samples; use > 0")
+        return self
+
+
+def best_of_n_kl(n: int) -> float:
+    """Analytic KL(best-of-n || policy) = log N - (N - 1) / N, in nats."""
+    return math.log(n) - (n - 1) / n
+
+
+class SampleAgent:
+    """The untrained policy, evaluated only (see the module docstring)."""
+
+    group_size = 1
+
+    def __init__(self, envs: Any, lm: ActorCritic | torch.nn.Module, config: Any) -> None:
+        self.config = config.validate()
+        if envs is not None and envs.num_envs != config.num_envs:
+            raise ValueError(f"the env has num_envs={envs.num_envs} but config.num_envs="
+                             f"{config.num_envs}")
+        self.envs = envs
+        self.policy = lm if isinstance(lm, ActorCritic) else ActorCritic(lm, seed=config.seed)
+        self.sample_generator = torch.Generator(device=self.policy.device).manual_seed(config.seed)
+        self.iteration = 0
+
+    def train_iteration(self) -> dict[str, Any]:
+        raise TypeError(f"{type(self).__name__} does not train (an inference-time baseline); "
+                        "call evaluate(envs, seed) instead")
+
+    def _rollout(self, envs: Any, seed: int) -> Rollout:
+        if self.group_size > 1 and not isinstance(envs, PromptGroups):
+            envs = PromptGroups(envs, self.group_size)
+        saved = self.sample_generator.get_state()
+        self.sample_generator.manual_seed(seed)
+        try:
+            return collect_rollout(envs, self.policy.lm, seed=seed,
+                                   temperature=self.config.temperature,
+                                   generator=self.sample_generator)
+        finally:
+            self.sample_generator.set_state(saved)
+
+    @torch.no_grad()
+    def evaluate(self, envs: Any = None, seed: int = 12345) -> tuple[Rollout, dict[str, float]]:
+        """``(rollout, {"reward_mean", "kl_mean", "kl_token_mean", ...})`` of one rollout."""
+        rollout = self._rollout(self.envs if envs is None else envs, seed)
+        tokens = int(rollout.lengths.sum())
+        return rollout, {"reward_mean": float(rollout.rewards.mean()), "kl_mean": 0.0,
+                         "kl_token_mean": 0.0, "tokens": tokens,
+                         "episode_length_mean": float(rollout.lengths.float().mean())}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"iteration": self.iteration,
+                "sample_generator": self.sample_generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.iteration = int(state["iteration"])
+        self.sample_generator.set_state(state["sample_generator"])
+
+
+class GreedyAgent(SampleAgent):
+    """The untrained policy, greedy decoding."""
+
+
+class BestOfNAgent(SampleAgent):
+    """Best-of-N sampling: N samples per prompt through the env, the best by reward kept."""
+
+    def __init__(self, envs: Any, lm: ActorCritic | torch.nn.Module, config: Any) -> None:
+        super().__init__(envs, lm, config)
+        self.group_size = config.samples_per_prompt
+
+    @torch.no_grad()
+    def evaluate(self, envs: Any = None, seed: int = 12345) -> tuple[Rollout, dict[str, float]]:
+        """The rollout holds the chosen (best) sample of each prompt: ``num_envs / N`` rows."""
+        n = self.group_size
+        rollout = self._rollout(self.envs if envs is None else envs, seed)
+        rewards = group_view(rollout.rewards, n)  # (prompts, N)
+        best = rewards.argmax(-1) + torch.arange(rewards.shape[0]) * n  # first best on ties
+        chosen = select_rows(rollout, best)
+        kl = best_of_n_kl(n)
+        length = float(chosen.lengths.float().mean())
+        return chosen, {
+            "reward_mean": float(chosen.rewards.mean()),
+            "reward_mean_all_samples": float(rollout.rewards.mean()),
+            "kl_mean": kl, "kl_token_mean": kl / max(length, 1.0),
+            "samples_per_prompt": float(n), "tokens": int(rollout.lengths.sum()),
+            "episode_length_mean": length,
+        }

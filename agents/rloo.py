@@ -1,0 +1,44 @@
+"""REINFORCE leave-one-out (RLOO; Ahmadian et al. 2024): k samples per prompt, through the env.
+
+Each episode's reward is its KL-shaped sequence reward ``R_i = score_i - beta * sum_t KL_i,t``;
+its baseline is the mean reward of the OTHER k - 1 samples of the same prompt, so
+``A_i = R_i - mean_{j != i} R_j`` (:func:`~tokengym.agents.groups.leave_one_out_advantages`),
+applied to every token of the episode. One vanilla policy-gradient step per rollout
+(:meth:`PolicyGradientAgent.update`). The env's rows come in groups of k that share a prompt
+(:class:`~tokengym.agents.groups.PromptGroups`): ``num_envs = prompts x samples_per_prompt``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .agent_config import PGConfig
+from .groups import leave_one_out_advantages
+from .policy_gradient import PGBatch, PolicyGradientAgent
+
+
+@dataclass
+class RLOOConfig(PGConfig):
+    """Hyperparameters of :class:`RLOOAgent` (shared fields: :class:`PGConfig`)."""
+
+    # k: samples of each prompt per rollout; num_envs must be a multiple of it.
+    samples_per_prompt: int = 4
+    # Divide advantages by their std over the rollout (scale only; RLOO's mean is already ~0).
+    normalize_advantages: bool = False
+
+    def validate(self) -> RLOOConfig:
+        super().validate()
+        self._check_groups("samples_per_prompt", 2)  # a leave-one-out baseline needs k >= 2
+        return self
+
+
+class RLOOAgent(PolicyGradientAgent):
+    """RLOO on a tokengym vector env (see the module docstring)."""
+
+    def advantages(self, b: PGBatch) -> dict[str, float]:
+        rewards = b.scores - self.kl_controller.beta * b.kl.sum(-1)  # (N,) KL-shaped
+        adv = leave_one_out_advantages(rewards, self.group_size)
+        if self.config.normalize_advantages:
+            adv = adv / (adv.std() + 1e-8)
+        b.advantages = adv[:, None] * b.mask  # (N, g): the episode's advantage on every token
+        return {"return_mean": float(rewards.mean()), "advantage_std": float(adv.std())}
