@@ -9,6 +9,9 @@
   (400 / 100), reward ``length`` (closeness to K), chat template.
 - ``tokengym/Arithmetic-v0``: small +, -, x questions with a verifiable answer (500 / 100), reward
   ``arithmetic`` (1.0 when the first number in the completion is right), chat template.
+- ``tokengym/Overoptimization-v0``: Sentiment-v0's prompts rewarded by a proxy Bradley-Terry model
+  trained on policy samples ranked by a gold model (VADER); ``info["reward_components"]`` carries
+  ``proxy`` and ``gold`` (Gao et al. 2022; see :mod:`tokengym.envs.overoptimization`).
 
 Task envs take ``split="train"`` (default) or ``"eval"`` for the held-out prompts, and every
 ``TextGenEnv`` keyword, which overrides the task's defaults (:data:`TASKS`).
@@ -129,3 +132,9 @@ def register_envs() -> None:
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=functools.partial(make_task, task),
                          vector_entry_point=functools.partial(make_task_vector, task))
+    if "tokengym/Overoptimization-v0" not in gym.registry:
+        # String entry points: the module (and the proxy reward model) load only when used.
+        module = "tokengym.envs.overoptimization"
+        gym.register(id="tokengym/Overoptimization-v0",
+                     entry_point=f"{module}:make_overoptimization",
+                     vector_entry_point=f"{module}:make_overoptimization_vector")

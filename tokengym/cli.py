@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("tokengym.train", "train an agent (PPO) on a tokengym env: logs, checkpoints, resume"),
     "train-rm": ("tokengym.cli_reward_models", "train a Bradley-Terry reward model on pairs"),
     "label-pairs": ("tokengym.cli_reward_models", "policy samples ranked by a gold RM, as pairs"),
+    "bench": ("tokengym.bench", "benchmark suites: tasks x agents x seeds -> tables with CIs, plots"),
 }
 
 

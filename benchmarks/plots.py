@@ -1,0 +1,159 @@
+"""PNG plots of a benchmark directory (matplotlib, Agg backend), from its run logs alone.
+
+- ``plots/learning_<task>.png``: training reward vs tokens generated, per trainable agent (mean
+  over seeds, band = min..max); untrained agents as horizontal lines at their eval reward.
+- ``plots/frontier.png``: eval reward vs KL to the reference, one panel per task, one point per
+  agent (mean ± 95 % CI over seeds both ways, seeds as faint dots).
+- ``plots/overoptimization.png``: on tasks with a gold reward model, proxy (solid) and gold
+  (dashed) reward vs sqrt(KL) along each training run (``evals.jsonl``); untrained agents as
+  markers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .report import aggregate, suite_order
+from .runner import run_dir
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    from tokengym.agents.logging import read_metrics
+
+    return read_metrics(path) if path.is_file() else []
+
+
+def _colors(agents: Sequence[str]) -> dict[str, Any]:
+    cmap = _pyplot().get_cmap("tab10")
+    return {a: cmap(i % 10) for i, a in enumerate(agents)}
+
+
+def learning_curves(out: Path, rows: Sequence[dict[str, Any]], task: str,
+                    agents: Sequence[str]) -> Path:
+    """``plots/learning_<task>.png`` (see the module docstring)."""
+    plt = _pyplot()
+    colors = _colors(agents)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for agent in agents:
+        mine = [r for r in rows if r["task"] == task and r["agent"] == agent]
+        if not mine:
+            continue
+        if not mine[0]["trainable"]:
+            mean = aggregate(mine, "reward_mean")[0]
+            ax.axhline(mean, color=colors[agent], linestyle=":", label=f"{agent} (eval)")
+            continue
+        curves = [_records(run_dir(out, task, agent, r["seed"]) / "metrics.jsonl") for r in mine]
+        n = min((len(c) for c in curves), default=0)
+        if n == 0:
+            continue
+        xs = np.array([[c[i]["tokens_total"] for i in range(n)] for c in curves]).mean(0)
+        ys = np.array([[c[i]["reward_mean"] for i in range(n)] for c in curves])
+        ax.plot(xs, ys.mean(0), color=colors[agent], marker="." if n < 40 else None, label=agent)
+        ax.fill_between(xs, ys.min(0), ys.max(0), color=colors[agent], alpha=0.2)
+    ax.set_xlabel("tokens generated")
+    ax.set_ylabel("training reward")
+    ax.set_title(f"{task}: learning curves ({len({r['seed'] for r in rows})} seeds)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "plots" / f"learning_{task}.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def frontier(out: Path, rows: Sequence[dict[str, Any]], tasks: Sequence[str],
+             agents: Sequence[str]) -> Path:
+    """``plots/frontier.png``: eval reward vs KL per task and agent."""
+    plt = _pyplot()
+    colors = _colors(agents)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for agent in agents:
+            mine = [r for r in rows if r["task"] == task and r["agent"] == agent]
+            if not mine:
+                continue
+            ax.scatter([r["kl_mean"] for r in mine], [r["reward_mean"] for r in mine],
+                       color=colors[agent], alpha=0.3, s=10)
+            kx, kh, _ = aggregate(mine, "kl_mean")
+            ry, rh, _ = aggregate(mine, "reward_mean")
+            ax.errorbar(kx, ry, xerr=0 if math.isnan(kh) else kh, yerr=0 if math.isnan(rh) else rh,
+                        color=colors[agent], marker="o", capsize=3, label=agent)
+        ax.set_title(task)
+        ax.set_xlabel("KL to reference (nats)")
+        ax.set_ylabel("eval reward")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "plots" / "frontier.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _sqrt_kl(kl: float) -> float:
+    return math.sqrt(max(float(kl), 0.0))
+
+
+def overoptimization(out: Path, rows: Sequence[dict[str, Any]], tasks: Sequence[str],
+                     agents: Sequence[str]) -> Path:
+    """``plots/overoptimization.png``: proxy and gold reward vs sqrt(KL) (Gao et al. 2022)."""
+    plt = _pyplot()
+    colors = _colors(agents)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for agent in agents:
+            mine = [r for r in rows if r["task"] == task and r["agent"] == agent]
+            for k, r in enumerate(mine):
+                label = agent if k == 0 else None
+                evals = _records(run_dir(out, task, agent, r["seed"]) / "evals.jsonl")
+                if r["trainable"] and evals:
+                    xs = [_sqrt_kl(e["kl_mean"]) for e in evals]
+                    ax.plot(xs, [e["reward_mean"] for e in evals], color=colors[agent],
+                            marker="o", markersize=3, label=f"{agent} proxy" if label else None)
+                    ax.plot(xs, [e["gold_reward_mean"] for e in evals], color=colors[agent],
+                            marker="x", markersize=4, linestyle="--",
+                            label=f"{agent} gold" if label else None)
+                else:
+                    x = r["sqrt_kl"] if not math.isnan(r["sqrt_kl"]) else 0.0
+                    ax.scatter([x], [r["reward_mean"]], color=colors[agent], marker="o",
+                               label=f"{agent} proxy" if label else None)
+                    ax.scatter([x], [r["gold_reward_mean"]], color=colors[agent], marker="x",
+                               label=f"{agent} gold" if label else None)
+        ax.set_title(f"{task}: proxy (solid, o) vs gold (dashed, x)")
+        ax.set_xlabel("sqrt(KL to reference)")
+        ax.set_ylabel("reward")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "plots" / "overoptimization.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def make_plots(out: str | os.PathLike[str], rows: Sequence[dict[str, Any]]) -> list[Path]:
+    """Every plot of the module docstring for the runs ``rows``; returns the PNG paths."""
+    out = Path(out)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    tasks, agents = suite_order(out, rows)
+    tasks = [t for t in tasks if any(r["task"] == t for r in rows)]
+    paths = [learning_curves(out, rows, t, agents) for t in tasks]
+    paths.append(frontier(out, rows, tasks, agents))
+    gold_tasks = [t for t in tasks
+                  if any(r["task"] == t and not math.isnan(r["gold_reward_mean"]) for r in rows)]
+    if gold_tasks:
+        paths.append(overoptimization(out, rows, gold_tasks, agents))
+    return paths

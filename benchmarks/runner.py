@@ -1,0 +1,290 @@
+"""Runs a suite: every task x agent x seed in ``OUT/runs/<task>/<agent>/seed<k>/``.
+
+A run directory holds
+
+- ``metrics.jsonl``: one record per training iteration (the agent's metrics plus the cumulative
+  ``tokens_total`` generated and ``wall_time_s``); trainable agents only;
+- ``evals.jsonl``: held-out evaluations during training (tasks with a gold reward model);
+- ``checkpoints/``: the latest checkpoint (deleted once the run is finished);
+- ``eval.json``: the final held-out evaluation; its presence marks the run finished.
+
+Finished runs are skipped; unfinished ones resume from their checkpoint (or restart when they
+have none). Every agent is evaluated on ``split="eval"`` prompts; the run of seed ``k`` with
+reset/sampling seed ``eval_seed + k``, the same for every agent (paired comparisons, and the
+prompts drawn vary over seeds like everything else). Trained agents are evaluated through
+:func:`~tokengym.benchmarks.evaluate.evaluate_policy` against their reference, the others through
+their own ``evaluate`` (best-of-n's analytic KL kept).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .evaluate import distinct_n, evaluate_policy, sequence_logprobs
+from .suites import TASKS, Suite
+
+Log = Callable[[str], None]
+
+
+def run_dir(out: Path, task: str, agent: str, seed: int) -> Path:
+    return Path(out) / "runs" / task / agent / f"seed{seed}"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; results are ordinary files
+    os.replace(tmp, path)
+
+
+def agent_trainable(name: str) -> bool:
+    """Whether agent ``name`` trains (registry spec); ``ValueError`` for unknown names."""
+    from tokengym.agents.registry import check_agent_name
+
+    return check_agent_name(name).trainable
+
+
+def eval_group_size(name: str, overrides: dict[str, Any]) -> int:
+    """Samples an untrained agent draws per evaluation prompt (best-of-n's N, else 1)."""
+    from tokengym.agents.registry import config_class
+
+    default = getattr(config_class(name)(), "samples_per_prompt", 1)
+    return int(overrides.get("samples_per_prompt", default))
+
+
+def complete_metrics(metrics: dict[str, float], rollout: Any, reference: torch.nn.Module,
+                     envs: Any, gold: str | None) -> dict[str, float]:
+    """Fill in what an agent's own ``evaluate`` may not report, from its rollout."""
+    from tokengym.reward_models import make, score
+
+    out = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    completions = [info.get("completion", "") for info in rollout.infos]
+    if "ref_perplexity" not in out:
+        ref_logp = sequence_logprobs(reference, rollout, 1.0, int(envs.single_action_space.n))
+        mask = rollout.mask
+        nll = -(ref_logp * mask).sum() / mask.sum().clamp(min=1)
+        out["ref_perplexity"] = float(torch.exp(nll))
+    out.setdefault("distinct_1", distinct_n(completions, 1))
+    out.setdefault("distinct_2", distinct_n(completions, 2))
+    out.setdefault("mean_length", float(rollout.lengths.float().mean()))
+    out.setdefault("reward_mean", float(rollout.rewards.mean()))
+    out.setdefault("kl_mean", float("nan"))
+    if gold is not None and "gold_reward_mean" not in out:
+        prompts = [info.get("prompt", "") for info in rollout.infos]
+        out["gold_reward_mean"] = float(np.mean(score(make(gold), prompts, completions)[0]))
+    return out
+
+
+def _read_jsonl(path: Path, max_iteration: int) -> list[dict[str, Any]]:
+    from tokengym.agents.logging import read_metrics
+
+    if not path.exists():
+        return []
+    return [r for r in read_metrics(path) if r.get("iteration", 0) <= max_iteration]
+
+
+class BenchRunner:
+    """Runs :class:`Suite` ``suite`` into ``out`` (see the module docstring).
+
+    Args:
+        suite: the (validated) suite.
+        out: the benchmark directory.
+        keep_checkpoints: keep finished runs' checkpoints (they are deleted by default).
+        command: the command line, recorded in ``bench.json`` (and RESULTS.md).
+        log: where progress lines go.
+    """
+
+    def __init__(self, suite: Suite, out: str | os.PathLike[str], *, keep_checkpoints: bool = False,
+                 command: str | None = None, log: Log = print) -> None:
+        self.suite = suite.validate()
+        self.command = command
+        self.out = Path(out)
+        self.keep_checkpoints = keep_checkpoints
+        self.log = log
+        self._tokenizer: Any = None
+        self._base_lm: torch.nn.Module | None = None
+        self._envs: dict[tuple[str, int, str], Any] = {}  # reused: every rollout resets by seed
+
+    # -- the grid ----------------------------------------------------------------------------
+    def runs(self) -> list[tuple[str, str, int]]:
+        """Every (task, agent, seed) of the suite, in running order."""
+        s = self.suite
+        return [(t, a, k) for t in s.tasks for a in s.agents for k in range(s.seeds)]
+
+    def run_all(self) -> dict[str, int]:
+        """Run (or skip, or resume) every run; returns counts of ``ran`` and ``skipped``."""
+        for agent in self.suite.agents:
+            agent_trainable(agent)  # unknown names fail before anything runs
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.out / "bench.json", self.metadata())
+        counts = {"ran": 0, "skipped": 0}
+        runs = self.runs()
+        for n, (task, agent, seed) in enumerate(runs, start=1):
+            where = run_dir(self.out, task, agent, seed)
+            if (where / "eval.json").is_file():
+                counts["skipped"] += 1
+                continue
+            self.log(f"[{n}/{len(runs)}] {task} / {agent} / seed {seed}")
+            self.run_one(task, agent, seed)
+            counts["ran"] += 1
+        self.close()
+        return counts
+
+    def close(self) -> None:
+        """Close the cached envs and drop the cached model."""
+        for envs in self._envs.values():
+            envs.close()
+        self._envs.clear()
+        self._base_lm = None
+
+    def metadata(self) -> dict[str, Any]:
+        """``bench.json``: the suite, the command, the machine, the date (kept from the first run)."""
+        old = self.out / "bench.json"
+        suite = json.loads(json.dumps(self.suite.to_dict()))
+        if old.is_file():
+            data = json.loads(old.read_text(encoding="utf-8"))
+            if data.get("suite") == suite:
+                return data
+            self.log(f"warning: {old} was written by other suite settings; finished runs are "
+                     "kept and skipped (use a new --out to rerun them)")
+        return {
+            "suite": suite,
+            "command": self.command,
+            "machine": f"{platform.platform()}, {platform.processor() or platform.machine()}, "
+                       f"{os.cpu_count()} CPUs, torch {torch.__version__}, "
+                       f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}",
+            "date": time.strftime("%Y-%m-%d"),
+        }
+
+    # -- one run -----------------------------------------------------------------------------
+    def _device(self) -> str | None:
+        return None if self.suite.device == "auto" else self.suite.device
+
+    def make_envs(self, task: str, num_envs: int, split: str) -> Any:
+        """The task's native vector env on ``split`` with the suite's env keywords (cached)."""
+        import gymnasium as gym
+
+        import tokengym  # noqa: F401  (registers the env ids)
+        from tokengym.models import load_tokenizer
+
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.suite.model)
+        kwargs = self.suite.task_env_kwargs(task)
+        if TASKS[task].needs_policy_model:
+            kwargs["proxy"] = {"policy_model": self.suite.model, **kwargs.get("proxy", {})}
+        key = (task, num_envs, split)
+        if key not in self._envs:
+            self._envs[key] = gym.make_vec(
+                TASKS[task].env_id, num_envs=num_envs, vectorization_mode="vector_entry_point",
+                tokenizer=self._tokenizer, split=split, **kwargs)
+        return self._envs[key]
+
+    def fresh_lm(self) -> torch.nn.Module:
+        """A fresh copy of the suite's model (loaded once, copied per run)."""
+        from tokengym.models import load_causal_lm
+
+        if self._base_lm is None:
+            self._base_lm = load_causal_lm(self.suite.model, device=self._device())
+        return copy.deepcopy(self._base_lm)
+
+    def evaluate(self, agent: Any, trainable: bool, lm: torch.nn.Module, envs: Any,
+                 gold: str | None, seed: int) -> dict[str, float]:
+        """Held-out metrics of ``agent`` with reset/sampling seed ``seed`` (module docstring)."""
+        if trainable:
+            temperature = float(getattr(agent.config, "temperature", 1.0))
+            with agent.policy.reference() as ref:
+                metrics, _ = evaluate_policy(agent.policy.lm, ref, envs, seed=seed,
+                                             temperature=temperature, gold_reward_model=gold)
+            return metrics
+        rollout, metrics = agent.evaluate(envs, seed=seed)
+        return complete_metrics(metrics, rollout, lm, envs, gold)
+
+    def run_one(self, task: str, agent_name: str, seed: int) -> dict[str, Any]:
+        """Train (or resume) and evaluate one run; writes and returns its ``eval.json``."""
+        from tokengym.agents.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+        from tokengym.agents.logging import MetricsLogger
+        from tokengym.agents.registry import make_agent
+
+        s, where = self.suite, run_dir(self.out, task, agent_name, seed)
+        where.mkdir(parents=True, exist_ok=True)
+        gold, trainable = TASKS[task].gold, agent_trainable(agent_name)
+        torch.manual_seed(seed)
+        lm = self.fresh_lm()
+        overrides = s.overrides(agent_name, seed)
+        if trainable:
+            eval_envs = self.make_envs(task, s.eval_episodes, "eval")
+            agent = make_agent(agent_name, self.make_envs(task, s.num_envs, "train"), lm, overrides)
+        else:  # evaluated only: built on the eval env, N rows per prompt for best-of-n
+            overrides["num_envs"] = s.eval_episodes * eval_group_size(agent_name, overrides)
+            eval_envs = self.make_envs(task, overrides["num_envs"], "eval")
+            agent = make_agent(agent_name, eval_envs, lm, overrides)
+        tokens, wall = 0, 0.0
+        if trainable:
+            ckpt_root = where / "checkpoints"
+            try:
+                find_checkpoint(ckpt_root)
+                load_checkpoint(ckpt_root, agent)
+            except FileNotFoundError:
+                pass
+            kept = _read_jsonl(where / "metrics.jsonl", agent.iteration)
+            if kept:
+                tokens, wall = int(kept[-1]["tokens_total"]), float(kept[-1]["wall_time_s"])
+            evals = _read_jsonl(where / "evals.jsonl", agent.iteration)
+            if evals or (where / "evals.jsonl").exists():
+                (where / "evals.jsonl").write_text(
+                    "".join(json.dumps(r) + "\n" for r in evals), encoding="utf-8")
+            logger = MetricsLogger(where, tensorboard=False, start_iteration=agent.iteration)
+            metadata = {"task": task, "agent": agent_name, "seed": seed, "model": s.model}
+            try:
+                if gold is not None and s.eval_every and not evals:
+                    self._log_eval(where, agent, lm, eval_envs, gold, seed, tokens, wall)
+                while agent.iteration < s.iterations:
+                    t0 = time.perf_counter()
+                    record = agent.train_iteration()
+                    wall += time.perf_counter() - t0
+                    tokens += int(record.get("tokens", 0))
+                    logger.log({**record, "tokens_total": tokens, "wall_time_s": wall})
+                    if gold is not None and s.eval_every and agent.iteration % s.eval_every == 0:
+                        self._log_eval(where, agent, lm, eval_envs, gold, seed, tokens, wall)
+                    if agent.iteration % s.checkpoint_every == 0 or agent.iteration == s.iterations:
+                        save_checkpoint(ckpt_root, agent, metadata, keep=1)
+            finally:
+                logger.close()
+        t0 = time.perf_counter()
+        metrics = self.evaluate(agent, trainable, lm, eval_envs, gold, s.eval_seed + seed)
+        if not trainable:  # the evaluation is all they generate (best-of-n: N per prompt)
+            tokens = int(metrics.get("tokens", 0))
+        result = {
+            "task": task, "agent": agent_name, "seed": seed, "model": s.model,
+            "trainable": trainable, "iterations": int(getattr(agent, "iteration", 0)),
+            "eval_seed": s.eval_seed + seed, "eval_episodes": s.eval_episodes,
+            "tokens": tokens, "wall_time_s": wall + (0.0 if trainable else time.perf_counter() - t0),
+            "metrics": metrics,
+        }
+        write_json_atomic(where / "eval.json", result)
+        if trainable and not self.keep_checkpoints:
+            shutil.rmtree(where / "checkpoints", ignore_errors=True)
+        return result
+
+    def _log_eval(self, where: Path, agent: Any, lm: torch.nn.Module, envs: Any, gold: str,
+                  seed: int, tokens: int, wall: float) -> None:
+        metrics = self.evaluate(agent, True, lm, envs, gold, self.suite.eval_seed + seed)
+        record = {"iteration": agent.iteration, "tokens_total": tokens, "wall_time_s": wall,
+                  **metrics}
+        with (where / "evals.jsonl").open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")

@@ -1,0 +1,161 @@
+"""Benchmark suites: which tasks, agents, seeds, model and sizes ``tokengym bench`` runs.
+
+=========  ===============  ====================================================================
+suite      model            what it is for
+=========  ===============  ====================================================================
+``smoke``  ``tiny-llama``   CI: 2 tasks x 3 agents x 2 seeds, 2 iterations; about a minute on CPU
+``quick``  ``smollm2-135m`` every task, PPO + baselines + the untrained policy, 3 seeds; about an
+                            hour on a 2-core CPU
+``full``   ``smollm2-135m`` every task and agent, 5 seeds, long runs: for a GPU
+``perf``   (its own)        the speed benchmarks collected into ``PERF.md`` (:mod:`.perf`)
+=========  ===============  ====================================================================
+
+A task is a registered env id plus, optionally, a "gold" reward model scored on the completions
+next to the env's own reward (:data:`TASKS`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """A benchmark task.
+
+    Attributes:
+        env_id: the registered env id (built with ``split="train"`` and ``split="eval"``).
+        gold: a reward model also scored on the eval completions (``gold_reward_mean``); tasks
+            with one get periodic evaluations and the over-optimisation plot.
+        needs_policy_model: the env takes ``proxy={"policy_model": <the suite's model>}`` (the
+            over-optimisation env samples its preference pairs with the policy).
+    """
+
+    env_id: str
+    gold: str | None = None
+    needs_policy_model: bool = False
+
+
+TASKS: dict[str, TaskInfo] = {
+    "Sentiment": TaskInfo("tokengym/Sentiment-v0"),
+    "Keywords": TaskInfo("tokengym/Keywords-v0"),
+    "Length": TaskInfo("tokengym/Length-v0"),
+    "Arithmetic": TaskInfo("tokengym/Arithmetic-v0"),
+    "Overoptimization": TaskInfo("tokengym/Overoptimization-v0", gold="vader",
+                                 needs_policy_model=True),
+}
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Everything one ``tokengym bench --suite NAME`` run needs (CLI flags override fields).
+
+    Attributes:
+        name: the suite's name.
+        model: the policy (and reference) model name.
+        tasks / agents: the grid (task names of :data:`TASKS`, agent names of the registry).
+        seeds: seeds 0..seeds-1 per task x agent.
+        iterations: training iterations of trainable agents.
+        num_envs: episodes per training rollout.
+        eval_episodes: held-out episodes of the final evaluation (``split="eval"``).
+        eval_seed: base reset/sampling seed of the evaluations: seed k's runs of every agent
+            are evaluated with ``eval_seed + k``.
+        eval_every: on tasks with a gold reward model, also evaluate every this many
+            iterations (and before training) into ``evals.jsonl``; 0 = final evaluation only.
+        checkpoint_every: checkpoint interval of trainable agents (and always at the end).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...
+        env_kwargs: per task (``"*"`` for all) keywords for the env, e.g. ``max_new_tokens``.
+        agent_overrides: per agent (``"*"`` for all) config overrides for ``make_agent``.
+    """
+
+    name: str
+    model: str
+    tasks: tuple[str, ...]
+    agents: tuple[str, ...]
+    seeds: int
+    iterations: int
+    num_envs: int
+    eval_episodes: int
+    eval_seed: int = 10_000
+    eval_every: int = 0
+    checkpoint_every: int = 10
+    device: str = "auto"
+    env_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    agent_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def validate(self) -> Suite:
+        """Raise ``ValueError`` on unknown tasks or non-positive sizes; returns ``self``."""
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(TASKS)}")
+        if not self.tasks or not self.agents:
+            raise ValueError("a suite needs at least one task and one agent")
+        for name in ("seeds", "iterations", "num_envs", "eval_episodes", "checkpoint_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
+        return self
+
+    def task_env_kwargs(self, task: str) -> dict[str, Any]:
+        """Env keywords for ``task``: the ``"*"`` entry, then the task's own."""
+        return {**self.env_kwargs.get("*", {}), **self.env_kwargs.get(task, {})}
+
+    def overrides(self, agent: str, seed: int) -> dict[str, Any]:
+        """``make_agent`` overrides for one run: seed, num_envs, then ``"*"`` and the agent's."""
+        return {"seed": seed, "num_envs": self.num_envs,
+                **self.agent_overrides.get("*", {}), **self.agent_overrides.get(agent, {})}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Suite:
+        values = dict(values)
+        for key in ("tasks", "agents"):
+            values[key] = tuple(values[key])
+        return cls(**values)
+
+
+_PPO_SMALL = {"epochs": 1, "num_minibatches": 2}
+
+SUITES: dict[str, Suite] = {
+    "smoke": Suite(
+        name="smoke", model="tiny-llama", tasks=("Sentiment", "Overoptimization"),
+        agents=("ppo", "best-of-n", "sample"), seeds=2, iterations=2, num_envs=4, eval_episodes=8,
+        eval_every=1, checkpoint_every=1, device="cpu",
+        env_kwargs={"*": {"max_new_tokens": 8},
+                    "Overoptimization": {"proxy": {"num_prompts": 12, "k": 4, "epochs": 3,
+                                                   "max_new_tokens": 8}}},
+        agent_overrides={"ppo": {**_PPO_SMALL, "lr": 1e-4}},
+    ),
+    # Sized for ~1 hour on 2 CPU cores: 5 tasks x 3 seeds x (ppo 16 iterations of 8 episodes +
+    # best-of-n / greedy / sample evaluations) at 16 new tokens.
+    "quick": Suite(
+        name="quick", model="smollm2-135m", tasks=tuple(TASKS),
+        agents=("ppo", "best-of-n", "greedy", "sample"), seeds=3, iterations=16, num_envs=8,
+        eval_episodes=32, eval_every=4, checkpoint_every=8,
+        env_kwargs={"*": {"max_new_tokens": 16},
+                    "Overoptimization": {"proxy": {"num_prompts": 96, "k": 4, "epochs": 10,
+                                                   "max_new_tokens": 16}}},
+        agent_overrides={"ppo": {**_PPO_SMALL, "lr": 2e-5}},
+    ),
+    "full": Suite(
+        name="full", model="smollm2-135m", tasks=tuple(TASKS),
+        agents=("ppo", "reinforce", "rloo", "grpo", "a2c", "best-of-n", "greedy", "sample"),
+        seeds=5, iterations=200, num_envs=64, eval_episodes=100, eval_every=20,
+        checkpoint_every=20,
+        env_kwargs={"Overoptimization": {"proxy": {"num_prompts": 240, "k": 8, "epochs": 20}}},
+        agent_overrides={"ppo": {"num_minibatches": 4, "lr": 1e-5}},
+    ),
+}
+
+
+def get_suite(name: str) -> Suite:
+    """The suite called ``name`` (``ValueError`` listing the known ones otherwise)."""
+    if name not in SUITES:
+        raise ValueError(f"unknown suite {name!r}; known: {', '.join(SUITES)} (and 'perf')")
+    return SUITES[name]

@@ -1,0 +1,109 @@
+"""The smoke suite end to end on tiny-llama: runs, tables, plots, report regeneration, skipping,
+and exact resume from a checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+
+import pytest
+
+from tokengym.benchmarks.runner import BenchRunner, run_dir
+from tokengym.benchmarks.suites import get_suite
+from tokengym.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def smoke_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "smoke"
+    assert main(["bench", "--suite", "smoke", "--out", str(out)]) == 0
+    return out
+
+
+def test_smoke_suite_writes_every_run_table_and_plot(smoke_dir):
+    suite = get_suite("smoke")
+    with (smoke_dir / "results.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(suite.tasks) * len(suite.agents) * suite.seeds
+    assert {(r["task"], r["agent"], r["seed"]) for r in rows} == {
+        (t, a, str(k)) for t in suite.tasks for a in suite.agents for k in range(suite.seeds)}
+    for r in rows:
+        assert float(r["ref_perplexity"]) > 1 and 0 <= float(r["distinct_1"]) <= 1
+        assert (r["gold_reward_mean"] != "") == (r["task"] == "Overoptimization")
+        assert int(r["tokens"]) > 0  # training tokens, or the evaluation's for untrained agents
+    bon = [r for r in rows if r["agent"] == "best-of-n"]
+    assert all(float(r["kl_mean"]) == pytest.approx(math.log(4) - 3 / 4) for r in bon)
+    assert all(int(r["tokens"]) > int(s["tokens"]) for r, s in zip(
+        bon, [r for r in rows if r["agent"] == "sample"]))  # N samples per prompt
+
+    md = (smoke_dir / "RESULTS.md").read_text(encoding="utf-8")
+    assert "| agent | seeds | eval reward |" in md and "KL to ref" in md and "±" in md
+    assert "gold reward" in md and "tokens generated" in md and "wall time (s)" in md
+    assert "--suite smoke" in md  # the command that made it
+    for name in ("learning_Sentiment", "learning_Overoptimization", "frontier",
+                 "overoptimization"):
+        png = smoke_dir / "plots" / f"{name}.png"
+        assert png.read_bytes()[:8] == PNG_MAGIC
+        assert f"plots/{name}.png" in md
+
+    ppo = run_dir(smoke_dir, "Overoptimization", "ppo", 0)
+    records = [json.loads(line) for line in (ppo / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records] == [1, 2]
+    assert records[1]["tokens_total"] == records[0]["tokens_total"] + records[1]["tokens"]
+    assert records[1]["wall_time_s"] > records[0]["wall_time_s"] > 0
+    evals = [json.loads(line) for line in (ppo / "evals.jsonl").read_text().splitlines()]
+    assert [e["iteration"] for e in evals] == [0, 1, 2]  # before training, then eval_every=1
+    assert all("gold_reward_mean" in e and "kl_mean" in e for e in evals)
+    assert not (ppo / "checkpoints").exists()  # deleted once the run finished
+
+
+def test_report_regenerates_identical_tables_from_logs(smoke_dir):
+    md = (smoke_dir / "RESULTS.md").read_text(encoding="utf-8")
+    table = (smoke_dir / "results.csv").read_text(encoding="utf-8")
+    (smoke_dir / "RESULTS.md").unlink()
+    (smoke_dir / "results.csv").unlink()
+    (smoke_dir / "plots" / "frontier.png").unlink()
+    assert main(["bench", "--report", str(smoke_dir)]) == 0
+    assert (smoke_dir / "RESULTS.md").read_text(encoding="utf-8") == md
+    assert (smoke_dir / "results.csv").read_text(encoding="utf-8") == table
+    assert (smoke_dir / "plots" / "frontier.png").is_file()
+
+
+def test_rerun_skips_finished_runs(smoke_dir, capsys):
+    evals = sorted(smoke_dir.glob("runs/*/*/seed*/eval.json"))
+    before = {p: p.stat().st_mtime_ns for p in evals}
+    capsys.readouterr()
+    assert main(["bench", "--suite", "smoke", "--out", str(smoke_dir)]) == 0
+    assert f"0 run(s) done, {len(evals)} already finished" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in evals} == before
+
+
+def test_unfinished_run_resumes_exactly_from_its_checkpoint(tmp_path):
+    suite = dataclasses.replace(get_suite("smoke"), tasks=("Sentiment",), agents=("ppo",),
+                                seeds=1, iterations=3, checkpoint_every=2)
+    quiet = dict(log=lambda line: None)
+    straight = BenchRunner(suite, tmp_path / "a", **quiet).run_one("Sentiment", "ppo", 0)
+
+    # Run b stops after iteration 2 (its checkpoint), as if killed during iteration 3.
+    short = dataclasses.replace(suite, iterations=2)
+    BenchRunner(short, tmp_path / "b", keep_checkpoints=True, **quiet).run_one("Sentiment", "ppo", 0)
+    where = run_dir(tmp_path / "b", "Sentiment", "ppo", 0)
+    (where / "eval.json").unlink()
+    with (where / "metrics.jsonl").open("a") as f:
+        f.write('{"iteration": 3, "tokens_total": 1, "wall_time_s": 1}\n{"torn')  # lost work
+    resumed = BenchRunner(suite, tmp_path / "b", **quiet).run_one("Sentiment", "ppo", 0)
+
+    lines = (where / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["iteration"] for r in records] == [1, 2, 3]
+    a = [json.loads(line) for line in
+         (run_dir(tmp_path / "a", "Sentiment", "ppo", 0) / "metrics.jsonl").read_text().splitlines()]
+    assert [r["tokens_total"] for r in records] == [r["tokens_total"] for r in a]
+    assert records[-1]["reward_mean"] == pytest.approx(a[-1]["reward_mean"], abs=1e-6)
+    assert resumed["metrics"]["reward_mean"] == pytest.approx(straight["metrics"]["reward_mean"],
+                                                              abs=1e-6)
+    assert resumed["iterations"] == 3

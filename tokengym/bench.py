@@ -1,0 +1,110 @@
+"""``tokengym bench``: run a benchmark suite (tasks x agents x seeds), or rebuild its report.
+
+    tokengym bench --suite smoke --out bench/smoke
+    tokengym bench --suite quick --tasks Sentiment Length --agents ppo sample --seeds 3 --out DIR
+    tokengym bench --report DIR          # results.csv, RESULTS.md and plots from the run logs
+    tokengym bench --suite perf --out DIR  # speed benchmarks into DIR/PERF.md
+
+Finished runs in ``--out`` are skipped and unfinished ones resume from their checkpoint, so an
+interrupted suite continues where it stopped. See ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+from typing import Any
+
+SUITE_NAMES = ("smoke", "quick", "full", "perf")
+
+
+def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument("--suite", choices=SUITE_NAMES, help="the suite to run")
+    parser.add_argument("--report", metavar="DIR",
+                        help="only rebuild results.csv, RESULTS.md and the plots of DIR")
+    parser.add_argument("--out", help="benchmark directory (default bench/<suite>)")
+    parser.add_argument("--tasks", nargs="+", help="subset of the suite's tasks (or others)")
+    parser.add_argument("--agents", nargs="+", help="agents instead of the suite's")
+    parser.add_argument("--seeds", type=int, help="seeds 0..N-1 per task x agent")
+    parser.add_argument("--model", help="policy model instead of the suite's")
+    sizes = parser.add_argument_group("size overrides (e.g. to try a suite quickly)")
+    sizes.add_argument("--iterations", type=int, help="training iterations per run")
+    sizes.add_argument("--num-envs", type=int, help="episodes per training rollout")
+    sizes.add_argument("--eval-episodes", type=int, help="held-out episodes per evaluation")
+    sizes.add_argument("--eval-every", type=int, help="evaluations during training (gold tasks)")
+    sizes.add_argument("--max-new-tokens", type=int, help="completion budget of every task")
+    sizes.add_argument("--device", help="auto, cpu, cuda, ...")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="keep finished runs' checkpoints (deleted by default)")
+    parser.add_argument("--perf-timeout", type=float, default=1800.0,
+                        help="seconds per speed benchmark (--suite perf)")
+
+
+def build_suite(args: argparse.Namespace) -> Any:
+    """The named suite with the command line's overrides applied (and validated)."""
+    from tokengym.benchmarks.suites import get_suite
+
+    suite = get_suite(args.suite)
+    changes: dict[str, Any] = {}
+    for key in ("model", "seeds", "iterations", "num_envs", "eval_episodes", "eval_every",
+                "device"):
+        if getattr(args, key) is not None:
+            changes[key] = getattr(args, key)
+    if args.tasks:
+        changes["tasks"] = tuple(args.tasks)
+    if args.agents:
+        changes["agents"] = tuple(args.agents)
+    if args.max_new_tokens is not None:
+        env_kwargs = {k: dict(v) for k, v in suite.env_kwargs.items()}
+        env_kwargs.setdefault("*", {})["max_new_tokens"] = args.max_new_tokens
+        changes["env_kwargs"] = env_kwargs
+    return dataclasses.replace(suite, **changes).validate()
+
+
+def command_line(args: argparse.Namespace, out: str) -> str:
+    """The ``tokengym bench`` command equivalent to ``args`` (recorded in RESULTS.md)."""
+    words = ["tokengym", "bench"]
+    for key, value in vars(args).items():
+        if key in ("report", "out", "perf_timeout") or value is None or value is False:
+            continue
+        words.append("--" + key.replace("_", "-"))
+        if value is not True:
+            words += [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+    return " ".join(shlex.quote(w) for w in [*words, "--out", out])
+
+
+def run(args: argparse.Namespace, name: str) -> int:
+    from tokengym.benchmarks.report import write_report
+
+    if args.report:
+        try:
+            paths = write_report(args.report)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
+        print("\n".join(f"{key}: {path}" for key, path in paths.items()))
+        return 0
+    if not args.suite:
+        raise SystemExit("pass --suite {smoke,quick,full,perf} (to run) or --report DIR")
+    out = args.out or f"bench/{args.suite}"
+    if args.suite == "perf":
+        from tokengym.benchmarks.perf import run_perf
+
+        print(f"wrote {run_perf(out, model=args.model, timeout=args.perf_timeout)}")
+        return 0
+    from tokengym.benchmarks.runner import BenchRunner
+
+    try:
+        suite = build_suite(args)
+    except ValueError as exc:
+        raise SystemExit(f"invalid suite settings: {exc}") from None
+    command = command_line(args, out)
+    runner = BenchRunner(suite, out, keep_checkpoints=args.keep_checkpoints, command=command)
+    try:
+        counts = runner.run_all()
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    paths = write_report(out)
+    print(f"{counts['ran']} run(s) done, {counts['skipped']} already finished (skipped)")
+    print("\n".join(f"{key}: {path}" for key, path in paths.items()))
+    return 0
