@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,7 @@ from .advantages import masked_mean, whiten
 from .groups import PromptGroups
 from .kl import kl_per_token, make_kl_controller
 from .policy import ActorCritic, completion_logits, entropy_from_logp, token_logprobs
-from .ppo import rollout_seed, trim_columns
+from .ppo import rollout_seed, timed_iteration, trim_columns
 from .rollout import Rollout, collect_rollout
 
 
@@ -206,20 +205,7 @@ class PolicyGradientAgent:
     # -- one iteration -----------------------------------------------------------------------
     def train_iteration(self) -> dict[str, Any]:
         """Rollout + update; returns the iteration's metrics (PPO's names, ``docs/metrics.md``)."""
-        t0 = time.perf_counter()
-        rollout = self.collect()
-        t1 = time.perf_counter()
-        batch, metrics = self.prepare(rollout)
-        t2 = time.perf_counter()
-        metrics.update(self.update(batch))
-        t3 = time.perf_counter()
-        self.kl_controller.update(metrics["kl_mean"], batch.mask.shape[0])
-        self.iteration += 1
-        tokens = int(rollout.lengths.sum())
-        return {"iteration": self.iteration, **metrics, "tokens": tokens,
-                "rollout_tokens_per_s": tokens / max(t1 - t0, 1e-9),
-                "time_rollout_s": t1 - t0, "time_reference_s": t2 - t1,
-                "time_update_s": t3 - t2, "time_iteration_s": t3 - t0}
+        return timed_iteration(self)
 
     @torch.no_grad()
     def evaluate(self, envs: Any = None, seed: int = 12345) -> tuple[Rollout, dict[str, float]]:

@@ -48,6 +48,32 @@ def trim_columns(input_ids: torch.Tensor, attention_mask: torch.Tensor, gen_len:
     return input_ids[:, first:], attention_mask[:, first:]
 
 
+def timed_iteration(agent: Any) -> dict[str, Any]:
+    """One training iteration of ``agent`` (``collect`` -> ``prepare`` -> ``update`` -> beta
+    controller), timed phase by phase. Shared by PPO and the policy-gradient baselines so that
+    every agent reports the same metric names (``docs/metrics.md``)."""
+    t0 = time.perf_counter()
+    rollout = agent.collect()
+    t1 = time.perf_counter()
+    batch, metrics = agent.prepare(rollout)
+    t2 = time.perf_counter()
+    metrics.update(agent.update(batch))
+    t3 = time.perf_counter()
+    agent.kl_controller.update(metrics["kl_mean"], batch.mask.shape[0])
+    agent.iteration += 1
+    tokens = int(rollout.lengths.sum())
+    return {
+        "iteration": agent.iteration,
+        **metrics,
+        "tokens": tokens,
+        "rollout_tokens_per_s": tokens / max(t1 - t0, 1e-9),
+        "time_rollout_s": t1 - t0,
+        "time_reference_s": t2 - t1,
+        "time_update_s": t3 - t2,
+        "time_iteration_s": t3 - t0,
+    }
+
+
 @dataclass
 class PPOBatch:
     """A rollout ready for the update; ``N`` episodes, ``g`` = longest episode's steps."""
@@ -236,26 +262,7 @@ class PPOAgent:
     # -- one iteration -----------------------------------------------------------------------
     def train_iteration(self) -> dict[str, Any]:
         """Rollout + update; returns the iteration's metrics (see ``docs/metrics.md``)."""
-        t0 = time.perf_counter()
-        rollout = self.collect()
-        t1 = time.perf_counter()
-        batch, metrics = self.prepare(rollout)
-        t2 = time.perf_counter()
-        metrics.update(self.update(batch))
-        t3 = time.perf_counter()
-        self.kl_controller.update(metrics["kl_mean"], batch.mask.shape[0])
-        self.iteration += 1
-        tokens = int(rollout.lengths.sum())
-        return {
-            "iteration": self.iteration,
-            **metrics,
-            "tokens": tokens,
-            "rollout_tokens_per_s": tokens / max(t1 - t0, 1e-9),
-            "time_rollout_s": t1 - t0,
-            "time_reference_s": t2 - t1,
-            "time_update_s": t3 - t2,
-            "time_iteration_s": t3 - t0,
-        }
+        return timed_iteration(self)
 
     @torch.no_grad()
     def evaluate(self, envs: Any = None, seed: int = 12345) -> tuple[Rollout, dict[str, float]]:
