@@ -15,7 +15,7 @@ Three kinds of name are accepted by :func:`load_tokenizer` and :func:`load_causa
 anything else
     A Hugging Face hub id or a local directory, loaded with ``AutoTokenizer`` /
     ``AutoModelForCausalLM.from_pretrained`` exactly as a user with hub access would.
-    ``trust_remote_code`` stays off unless the caller passes ``trust_remote_code=True``.
+    ``trust_remote_code`` stays off unless the caller turns it on explicitly.
 """
 
 from __future__ import annotations
