@@ -6,8 +6,10 @@
   :class:`~tokengym.agents.groups.PromptGroups`), the best by reward kept. Its KL to the policy
   is reported analytically, ``log N - (N - 1) / N`` (Stiennon et al. 2020; Beirami et al. 2024).
 
-The policy IS the reference, so ``sample``/``greedy`` report ``kl_mean = 0``. ``train_iteration``
-raises ``TypeError``: these agents only ``evaluate``.
+``sample`` draws from the reference itself, so it reports ``kl_mean = 0``. ``greedy`` does not:
+it is a point mass on one completion y, so KL(greedy || ref) = -log ref(y), the summed negative
+reference log-probability of its tokens. ``train_iteration`` raises ``TypeError``: these agents
+only ``evaluate``.
 """
 
 from __future__ import annotations
@@ -135,7 +137,23 @@ class SampleAgent:
 
 
 class GreedyAgent(SampleAgent):
-    """The untrained policy, greedy decoding."""
+    """The untrained policy, greedy decoding; KL per episode = -log ref(completion)."""
+
+    @torch.no_grad()
+    def evaluate(self, envs: Any = None, seed: int = 12345) -> tuple[Rollout, dict[str, float]]:
+        envs = self.envs if envs is None else envs
+        rollout, metrics = super().evaluate(envs, seed)
+        ids, mask = rollout.sequences()
+        device = self.policy.device
+        # Temperature 1: the reference's own distribution, which greedy decoding departs from.
+        ref_logp = self.policy.reference_logprobs(
+            ids.to(device), mask.to(device), rollout.tokens.to(device), 1.0,
+            int(envs.single_action_space.n),
+        ).cpu()
+        kl = -(ref_logp * rollout.mask).sum(-1)  # (N,) nats per episode
+        metrics["kl_mean"] = float(kl.mean())
+        metrics["kl_token_mean"] = float(kl.sum() / rollout.mask.sum().clamp(min=1))
+        return rollout, metrics
 
 
 class BestOfNAgent(SampleAgent):

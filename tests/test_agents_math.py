@@ -93,3 +93,23 @@ def test_registry_lists_every_agent_with_a_valid_default_config() -> None:
 def test_bad_configs_raise_value_error(name: str, overrides: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         make_config(name, overrides)
+
+
+def test_greedy_reports_its_kl_to_the_reference(tokenizer):
+    """Greedy decoding is a point mass on one completion y: KL(greedy || ref) = -log ref(y) > 0."""
+    from tokengym.agents.registry import make_agent
+    from tokengym.envs import TextGenVectorEnv
+
+    envs = TextGenVectorEnv(2, prompts=["Hello there", "Once upon"], reward_model="vader",
+                            tokenizer=tokenizer, max_prompt_tokens=8, max_new_tokens=4)
+    lm = load_causal_lm("tiny-llama", device="cpu")
+    rollout, metrics = make_agent("greedy", envs, lm).evaluate(envs, seed=0)
+    ids, mask = rollout.sequences()
+    with torch.no_grad():
+        logits = lm(input_ids=ids, attention_mask=mask,
+                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits[:, 7:-1]
+    logp = torch.log_softmax(logits, -1).gather(-1, rollout.tokens[..., None]).squeeze(-1)
+    expected = -(logp * rollout.mask).sum(-1).mean()
+    assert metrics["kl_mean"] == pytest.approx(float(expected), rel=1e-4)
+    assert metrics["kl_mean"] > 1.0  # a random model is far from a point mass
+    assert make_agent("sample", envs, lm).evaluate(envs, seed=0)[1]["kl_mean"] == 0.0
