@@ -215,45 +215,56 @@ def collect_rollout(
     logits, values = decoder.start(prompt_ids, prompt_mask)
     device = logits.device
 
+    # Log-probs and values stay on the model's device until the episode ends: the sampled
+    # tokens are the only per-step device -> host copy (env.step needs them), which matters on
+    # a GPU, where every copy waits for the queued kernels.
     tokens = torch.zeros(n, max_new, dtype=torch.long)
     mask = torch.zeros(n, max_new, dtype=torch.bool)
-    logprobs = torch.zeros(n, max_new)
-    value_buf = torch.zeros(n, max_new) if value_fn is not None else None
+    logprobs = torch.zeros(n, max_new, device=device)
+    value_buf = torch.zeros(n, max_new, device=device) if value_fn is not None else None
     rewards = torch.zeros(n)
     terminated = torch.zeros(n, dtype=torch.bool)
     infos: list[dict[str, Any]] = [{} for _ in range(n)]
     running = np.ones(n, dtype=bool)
-    filler = torch.zeros(n, dtype=torch.long, device=device)
+    running_dev = torch.ones(n, dtype=torch.bool, device=device)
+    all_running = True
 
     for t in range(max_new):
         # The model's vocabulary may be padded beyond the tokenizer's; those ids are not actions.
         step_tokens, step_logp = sample_tokens(logits[:, :num_actions], temperature, generator)
-        run_t = torch.from_numpy(running)
-        step_tokens = torch.where(run_t.to(device), step_tokens, filler)
+        if all_running:
+            logprobs[:, t] = step_logp
+            if value_buf is not None:
+                value_buf[:, t] = values
+        else:  # finished rows feed token 0 (masked out) and record nothing
+            step_tokens = torch.where(running_dev, step_tokens, 0)
+            logprobs[:, t] = torch.where(running_dev, step_logp, 0.0)
+            if value_buf is not None:
+                value_buf[:, t] = torch.where(running_dev, values, 0.0)
         cpu_tokens = step_tokens.cpu()
         tokens[:, t] = cpu_tokens
-        mask[:, t] = run_t
-        logprobs[:, t] = torch.where(run_t, step_logp.cpu(), 0.0)
-        if value_buf is not None:
-            value_buf[:, t] = torch.where(run_t, values.cpu(), 0.0)
+        mask[:, t] = torch.from_numpy(running)
         _, reward, term, trunc, info = envs.step(cpu_tokens.numpy())
         ended = running & (term | trunc)
-        for i in np.flatnonzero(ended):
-            rewards[i] = float(reward[i])
-            terminated[i] = bool(term[i])
-            infos[i] = row_info(info, int(i))
-        running &= ~ended
-        if not running.any():
-            break
+        if ended.any():
+            for i in np.flatnonzero(ended):
+                rewards[i] = float(reward[i])
+                terminated[i] = bool(term[i])
+                infos[i] = row_info(info, int(i))
+            running &= ~ended
+            if not running.any():
+                break
+            running_dev = torch.from_numpy(running).to(device)
+            all_running = False
         logits, values = decoder.advance(step_tokens)
     return Rollout(
         prompt_ids=prompt_ids,
         prompt_mask=prompt_mask,
         tokens=tokens,
         mask=mask,
-        logprobs=logprobs,
+        logprobs=logprobs.cpu(),
         rewards=rewards,
         terminated=terminated,
-        values=value_buf,
+        values=value_buf.cpu() if value_buf is not None else None,
         infos=infos,
     )

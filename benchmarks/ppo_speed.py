@@ -99,10 +99,15 @@ def main(argv: list[str] | None = None) -> int:
         agent.optimizer.step()
         agent.optimizer.zero_grad(set_to_none=True)
 
+    records: list[dict[str, float]] = []
+
+    def ppo_iteration() -> None:
+        records.append(agent.train_iteration())
+
     phases = {"env rollout": env_rollout, "generate": generate,
               "reference forward": reference_forward,
               "policy fwd/bwd": policy_forward_backward, "optimizer step": optimizer_step,
-              "PPO iteration": agent.train_iteration}
+              "PPO iteration": ppo_iteration}
     times: dict[str, list[float]] = {k: [] for k in phases}
     for repeat in range(args.repeats + 1):
         for name, fn in phases.items():
@@ -122,6 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         rate = f"{tok / med[name]:9.0f}" if name in ("env rollout", "generate") else " " * 9
         print(f"| {name:<34} | {med[name]:8.3f} | {rate} |")
     print(f"| {'floor (gen+ref+fwd/bwd+opt)':<34} | {floor:8.3f} | {'':9} |")
+    # Where the iteration's time goes, by the agent's own clocks (warm-up iteration excluded).
+    timed_records = records[1:] or records
+    for key, label in (("time_rollout_s", "rollout (sampling + values)"),
+                       ("time_reference_s", "prepare (ref fwd, KL, GAE)"),
+                       ("time_update_s", f"update ({config.num_minibatches} minibatch steps)")):
+        value = statistics.median(r[key] for r in timed_records)
+        print(f"| {'  PPO: ' + label:<34} | {value:8.3f} | {'':9} |")
     ratio_a = med["generate"] / med["env rollout"]
     ratio_b = med["PPO iteration"] / floor
     print(f"\n(a) env.step rollout speed / generate speed = {ratio_a:.2f}x  (target >= 0.90x)")
