@@ -125,6 +125,9 @@ def results_markdown(out: str | os.PathLike[str], rows: Sequence[dict[str, Any]]
         if bench.get(key):
             value = f"`{bench[key]}`" if key == "command" else bench[key]
             lines.append(f"- {label}: {value}")
+    if bench.get("shards", 1) > 1:
+        lines.append(f"- Parallel: {bench['shards']} processes (`--shard K/{bench['shards']}`) "
+                     "shared the machine, so wall times include their contention")
     lines += [f"- Runs: {len(rows)} finished (seeds {', '.join(map(str, seeds))})", "",
               "Each cell is the mean ± 95 % confidence interval over seeds (Student's t; a bare "
               "number when there is one seed). Columns are explained in `docs/benchmarks.md`. "

@@ -107,10 +107,17 @@ class BenchRunner:
         keep_checkpoints: keep finished runs' checkpoints (they are deleted by default).
         command: the command line, recorded in ``bench.json`` (and RESULTS.md).
         log: where progress lines go.
+        shard: ``(k, n)``: run only runs ``k, k + n, k + 2n, ...`` of :meth:`runs`, so that ``n``
+            runners sharing ``out`` split the suite (finished runs are skipped by all of them).
     """
 
     def __init__(self, suite: Suite, out: str | os.PathLike[str], *, keep_checkpoints: bool = False,
-                 command: str | None = None, log: Log = print) -> None:
+                 command: str | None = None, log: Log = print,
+                 shard: tuple[int, int] = (0, 1)) -> None:
+        k, n = shard
+        if n < 1 or not 0 <= k < n:
+            raise ValueError(f"shard must be (k, n) with n >= 1 and 0 <= k < n, got {shard}")
+        self.shard = (k, n)
         self.suite = suite.validate()
         self.command = command
         self.out = Path(out)
@@ -122,9 +129,10 @@ class BenchRunner:
 
     # -- the grid ----------------------------------------------------------------------------
     def runs(self) -> list[tuple[str, str, int]]:
-        """Every (task, agent, seed) of the suite, in running order."""
+        """Every (task, agent, seed) of the suite, in running order: seed by seed, so that a
+        suite stopped early has every task x agent cell, with fewer seeds."""
         s = self.suite
-        return [(t, a, k) for t in s.tasks for a in s.agents for k in range(s.seeds)]
+        return [(t, a, k) for k in range(s.seeds) for t in s.tasks for a in s.agents]
 
     def run_all(self) -> dict[str, int]:
         """Run (or skip, or resume) every run; returns counts of ``ran`` and ``skipped``."""
@@ -134,7 +142,10 @@ class BenchRunner:
         write_json_atomic(self.out / "bench.json", self.metadata())
         counts = {"ran": 0, "skipped": 0}
         runs = self.runs()
+        k, n_shards = self.shard
         for n, (task, agent, seed) in enumerate(runs, start=1):
+            if (n - 1) % n_shards != k:
+                continue
             where = run_dir(self.out, task, agent, seed)
             if (where / "eval.json").is_file():
                 counts["skipped"] += 1
@@ -169,6 +180,7 @@ class BenchRunner:
                        f"{os.cpu_count()} CPUs, torch {torch.__version__}, "
                        f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}",
             "date": time.strftime("%Y-%m-%d"),
+            "shards": self.shard[1],
         }
 
     # -- one run -----------------------------------------------------------------------------

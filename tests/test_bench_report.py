@@ -65,6 +65,11 @@ def test_report_ci_math_and_tables(synthetic):
     assert "gold reward" in over and f"{mean / 2:.3f} ± {half / 2:.3f}" in over
     for name in ("learning_Length", "learning_Overoptimization", "frontier", "overoptimization"):
         assert paths[name].is_file()
+    assert "Parallel" not in md  # no bench.json saying the runs were split
+
+    (synthetic / "bench.json").write_text(json.dumps({"command": "tokengym bench", "shards": 2}))
+    md = write_report(synthetic)["md"].read_text(encoding="utf-8")
+    assert "- Parallel: 2 processes" in md and "wall times include their contention" in md
 
 
 def test_report_of_empty_dir_fails_clearly(tmp_path):

@@ -107,3 +107,35 @@ def test_unfinished_run_resumes_exactly_from_its_checkpoint(tmp_path):
     assert resumed["metrics"]["reward_mean"] == pytest.approx(straight["metrics"]["reward_mean"],
                                                               abs=1e-6)
     assert resumed["iterations"] == 3
+
+
+def test_shards_split_the_suite_between_runners(tmp_path, monkeypatch):
+    done: list[tuple[int, tuple[str, str, int]]] = []
+
+    def fake_run_one(self, task, agent, seed):  # records who ran what, then marks it finished
+        done.append((self.shard[0], (task, agent, seed)))
+        where = run_dir(self.out, task, agent, seed)
+        where.mkdir(parents=True)
+        (where / "eval.json").write_text("{}")
+
+    monkeypatch.setattr(BenchRunner, "run_one", fake_run_one)
+    suite, quiet = get_suite("smoke"), dict(log=lambda line: None)
+    first = BenchRunner(suite, tmp_path, shard=(0, 2), **quiet)
+    first.run_one("Sentiment", "sample", 1)  # finished earlier by someone: every shard skips it
+    done.clear()
+    grid = first.runs()
+    assert grid[0] == ("Sentiment", "ppo", 0) and grid[-1] == ("Overoptimization", "sample", 1)
+    assert [run[2] for run in grid] == sorted(run[2] for run in grid)  # seed by seed
+    mine = 0 if grid.index(("Sentiment", "sample", 1)) % 2 == 0 else 1
+    assert first.run_all() == {"ran": 6 - (mine == 0), "skipped": int(mine == 0)}
+    assert BenchRunner(suite, tmp_path, shard=(1, 2), **quiet).run_all() == {
+        "ran": 6 - (mine == 1), "skipped": int(mine == 1)}
+    ran = [run for _, run in done]
+    assert len(ran) == len(set(ran)) == len(first.runs()) - 1  # disjoint, and all of the rest
+    assert {run for k, run in done if k == 0} == set(grid[0::2]) - {("Sentiment", "sample", 1)}
+    assert json.loads((tmp_path / "bench.json").read_text())["shards"] == 2
+
+    with pytest.raises(ValueError, match="shard"):
+        BenchRunner(suite, tmp_path, shard=(2, 2))
+    with pytest.raises(SystemExit):
+        main(["bench", "--suite", "smoke", "--shard", "3/2", "--out", str(tmp_path)])

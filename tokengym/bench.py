@@ -2,6 +2,8 @@
 
     tokengym bench --suite smoke --out bench/smoke
     tokengym bench --suite quick --tasks Sentiment Length --agents ppo sample --seeds 3 --out DIR
+    tokengym bench --suite quick --shard 0/2 --out DIR &   # two processes share the suite
+    tokengym bench --suite quick --shard 1/2 --out DIR
     tokengym bench --report DIR          # results.csv, RESULTS.md and plots from the run logs
     tokengym bench --suite perf --out DIR  # speed benchmarks into DIR/PERF.md
 
@@ -35,10 +37,24 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     sizes.add_argument("--eval-every", type=int, help="evaluations during training (gold tasks)")
     sizes.add_argument("--max-new-tokens", type=int, help="completion budget of every task")
     sizes.add_argument("--device", help="auto, cpu, cuda, ...")
+    parser.add_argument("--shard", metavar="K/N", type=parse_shard,
+                        help="run only every N-th run starting at the K-th (0-based), so that N "
+                             "processes or machines sharing --out split the suite between them")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep finished runs' checkpoints (deleted by default)")
     parser.add_argument("--perf-timeout", type=float, default=1800.0,
                         help="seconds per speed benchmark (--suite perf)")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> ``(K, N)`` with ``0 <= K < N``; ``argparse`` reports the error otherwise."""
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N such as 0/2, got {text!r}") from None
+    if n < 1 or not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"K/N needs N >= 1 and 0 <= K < N, got {text!r}")
+    return k, n
 
 
 def build_suite(args: argparse.Namespace) -> Any:
@@ -66,7 +82,8 @@ def command_line(args: argparse.Namespace, out: str) -> str:
     """The ``tokengym bench`` command equivalent to ``args`` (recorded in RESULTS.md)."""
     words = ["tokengym", "bench"]
     for key, value in vars(args).items():
-        if key in ("report", "out", "perf_timeout") or value is None or value is False:
+        # --shard only splits the work: the one-process command reproduces the same runs.
+        if key in ("report", "out", "perf_timeout", "shard") or value is None or value is False:
             continue
         words.append("--" + key.replace("_", "-"))
         if value is not True:
@@ -99,7 +116,8 @@ def run(args: argparse.Namespace, name: str) -> int:
     except ValueError as exc:
         raise SystemExit(f"invalid suite settings: {exc}") from None
     command = command_line(args, out)
-    runner = BenchRunner(suite, out, keep_checkpoints=args.keep_checkpoints, command=command)
+    runner = BenchRunner(suite, out, keep_checkpoints=args.keep_checkpoints, command=command,
+                         shard=args.shard or (0, 1))
     try:
         counts = runner.run_all()
     except ValueError as exc:
