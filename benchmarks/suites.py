@@ -4,8 +4,8 @@
 suite      model            what it is for
 =========  ===============  ====================================================================
 ``smoke``  ``tiny-llama``   CI: 2 tasks x 3 agents x 2 seeds, 2 iterations; about a minute on CPU
-``quick``  ``smollm2-135m`` every task, PPO + baselines + the untrained policy, 3 seeds; about an
-                            hour on a 2-core CPU
+``quick``  ``smollm2-135m`` every task, PPO, RLOO, best-of-N and the untrained policy, 3 seeds;
+                            about two hours on a 2-core CPU
 ``full``   ``smollm2-135m`` every task and agent, 5 seeds, long runs: for a GPU
 ``perf``   (its own)        the speed benchmarks collected into ``PERF.md`` (:mod:`.perf`)
 =========  ===============  ====================================================================
@@ -132,16 +132,20 @@ SUITES: dict[str, Suite] = {
                                                    "max_new_tokens": 8}}},
         agent_overrides={"ppo": {**_PPO_SMALL, "lr": 1e-4}},
     ),
-    # Sized for ~1 hour on 2 CPU cores: 5 tasks x 3 seeds x (ppo 16 iterations of 8 episodes +
-    # best-of-n / greedy / sample evaluations) at 16 new tokens.
+    # Sized for ~2 hours on 2 CPU cores: 5 tasks x 3 seeds x (ppo and rloo, 16 iterations of 8
+    # episodes, + best-of-n / sample evaluations) at 16 new tokens. PPO and RLOO share
+    # the demo's learning rate and KL coefficient (2 epochs of PPO learn Sentiment-v0 in ~16
+    # iterations there); the lower beta lets a 128-episode budget move the policy at all.
     "quick": Suite(
         name="quick", model="smollm2-135m", tasks=tuple(TASKS),
-        agents=("ppo", "best-of-n", "greedy", "sample"), seeds=3, iterations=16, num_envs=8,
-        eval_episodes=32, eval_every=4, checkpoint_every=8,
+        agents=("ppo", "rloo", "best-of-n", "sample"), seeds=3, iterations=16,
+        num_envs=8, eval_episodes=32, eval_every=4, checkpoint_every=8,
         env_kwargs={"*": {"max_new_tokens": 16},
                     "Overoptimization": {"proxy": {"num_prompts": 96, "k": 4, "epochs": 10,
                                                    "max_new_tokens": 16}}},
-        agent_overrides={"ppo": {**_PPO_SMALL, "lr": 2e-5}},
+        agent_overrides={"ppo": {"epochs": 2, "num_minibatches": 2, "lr": 5e-5, "beta": 0.02,
+                                 "vf_coef": 0.1},
+                         "rloo": {"samples_per_prompt": 4, "lr": 5e-5, "beta": 0.02}},
     ),
     "full": Suite(
         name="full", model="smollm2-135m", tasks=tuple(TASKS),
