@@ -16,39 +16,20 @@ from dataclasses import dataclass
 import torch
 
 from .advantages import gae, masked_mean, shaped_rewards, whiten
-from .agent_config import PGConfig
+from .agent_config import CriticConfig
 from .policy import entropy_from_logp
 from .policy_gradient import PGBatch, PolicyGradientAgent
 
-VALUE_MODELS = ("shared", "separate")
-
 
 @dataclass
-class A2CConfig(PGConfig):
-    """Hyperparameters of :class:`A2CAgent` (shared fields: :class:`PGConfig`)."""
-
-    # Discount and GAE lambda of the per-token shaped reward.
-    gamma: float = 1.0
-    lam: float = 0.95
-    # Weight of the value loss.
-    vf_coef: float = 0.1
-    # Normalise advantages to zero mean / unit std over the rollout's tokens.
-    whiten_advantages: bool = True
-    # "shared": value head on the policy's trunk; "separate": a second trunk for the critic.
-    value_model: str = "shared"
+class A2CConfig(CriticConfig):
+    """Hyperparameters of :class:`A2CAgent` (all shared: :class:`PGConfig`, :class:`CriticConfig`)."""
 
     def validate(self) -> A2CConfig:
         super().validate()
-        for name in ("gamma", "lam"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.vf_coef <= 0:
             raise ValueError(f"vf_coef must be > 0 (A2C bootstraps from its critic), "
                              f"got {self.vf_coef}")
-        if self.value_model not in VALUE_MODELS:
-            raise ValueError(f"value_model={self.value_model!r}; accepted: {VALUE_MODELS}")
-        if self.lora and self.value_model == "separate":
-            raise ValueError("lora=True with value_model='separate' is not supported")
         return self
 
 

@@ -1,9 +1,10 @@
-"""Config dataclasses shared by the baseline agents, with PPOConfig's names and conventions.
+"""Config dataclasses shared by the trainable agents (one name and one meaning per setting).
 
 - :class:`ConfigMixin`: ``field_names``/``to_dict``/``from_dict`` (unknown keys raise
   ``ValueError``) and small validation helpers;
-- :class:`PGConfig`: the fields every trainable baseline has, with PPOConfig's names, meanings
-  and defaults (``seed``, ``num_envs``, ``temperature``, ``lr``, ``beta``, ``kl_estimator``...).
+- :class:`PGConfig`: the fields every trainable agent has, each with its meaning and default
+  (``seed``, ``num_envs``, ``temperature``, ``lr``, ``beta``, ``kl_estimator``...); PPOConfig and
+  the baselines' configs derive from it and add their own.
 """
 
 from __future__ import annotations
@@ -54,57 +55,85 @@ class ConfigMixin:
 
 @dataclass
 class PGConfig(ConfigMixin):
-    """Fields shared by the trainable baselines; same meaning as in :class:`PPOConfig`."""
+    """Fields shared by every trainable agent: PPO (:class:`~tokengym.agents.ppo_config.PPOConfig`
+    adds its own) and the policy-gradient baselines. Names follow ``docs/glossary.md``."""
 
-    # Seeds sampling, shuffling, the value head's init and (with the iteration) the env reset.
+    # -- experience --------------------------------------------------------------------------
+    # Reproducibility: seeds the sampling generator, minibatch shuffling, the value head's init
+    # and, with the iteration number, the env reset of every rollout.
     seed: int = 0
-    # Rows of the vector env = episodes per rollout (prompts x samples_per_prompt).
+    # Episodes per rollout (rows of the vector env; prompts x samples_per_prompt for the group
+    # baselines); one episode per row per iteration.
     num_envs: int = 16
-    # Sampling temperature, applied in the rollout AND the update (log-probs of what was sampled).
+    # Sampling temperature; the policy's logits are divided by it in the rollout AND the update,
+    # so the log-probs being optimised are those of the distribution that was sampled.
     temperature: float = 1.0
-    # Adam(W) learning rate, eps and decoupled weight decay.
+
+    # -- optimisation ------------------------------------------------------------------------
+    # Adam learning rate (policy, and value head where there is one).
     lr: float = 1e-5
+    # Adam's eps; Adam's betas are torch's defaults.
     adam_eps: float = 1e-8
+    # Decoupled weight decay (AdamW); 0 is plain Adam.
     weight_decay: float = 0.0
-    # Global gradient-norm clip (0 disables it).
+    # Global gradient-norm clip (0 disables clipping).
     max_grad_norm: float = 1.0
-    # Each update is split into this many micro-batches whose gradients are summed (less memory).
+    # Each (mini)batch is split into this many micro-batches whose gradients are summed before
+    # the optimizer step (same result as one big batch, less memory).
     grad_accum_steps: int = 1
     # Weight of the entropy bonus (subtracted from the loss).
     ent_coef: float = 0.0
+
+    # -- rewards -----------------------------------------------------------------------------
     # Rescale the env's scores to unit std per rollout (mean kept) before anything else.
     whiten_rewards: bool = False
-    # Added to the score of episodes truncated without a stop token; None = no penalty.
+    # Added to the score of episodes that end without a stop token (truncated); None = no penalty.
+    # Typically negative, e.g. -1.0.
     no_stop_penalty: float | None = None
-    # KL coefficient, estimator ("k1"/"k3") and the optional adaptive controller (see PPOConfig).
+
+    # -- KL to the reference -----------------------------------------------------------------
+    # KL coefficient: shaped reward r_t = -beta * KL_t (+ score at the last token).
     beta: float = 0.05
+    # "k1" (log-ratio, unbiased) or "k3" (exp(-d) - 1 + d, unbiased and always >= 0).
     kl_estimator: str = "k1"
+    # Adapt beta with the Ziegler et al. (2019) proportional controller.
     adaptive_kl: bool = False
+    # The controller's set point: the wanted KL per episode (sum over its tokens), in nats.
     target_kl: float = 6.0
+    # The controller's time constant, in episodes.
     horizon: int = 10000
-    # LoRA adapters instead of full fine-tuning (the reference is then the adapter-free model).
+
+    # -- model -------------------------------------------------------------------------------
+    # Train LoRA adapters (peft) instead of all weights; the reference is then the base model
+    # with the adapters disabled, so no second copy is kept.
     lora: bool = False
+    # LoRA rank, scaling alpha, dropout, and the modules adapted ("all-linear" or a comma list).
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     lora_target_modules: str = "all-linear"
-    # Parameter dtype and device ("auto": CUDA when available).
+    # Parameter dtype of policy and reference.
     dtype: str = "float32"
+    # "cpu", "cuda", ... or "auto" (CUDA when available).
     device: str = "auto"
-    # Bookkeeping for tokengym train: checkpoint period, checkpoints kept, sample-table rows.
+
+    # -- bookkeeping (not hyperparameters of the update itself) ------------------------------
+    # Write a checkpoint every this many iterations (tokengym train).
     checkpoint_every: int = 10
+    # Checkpoints kept on disk (older ones are deleted).
     keep_checkpoints: int = 2
+    # Episodes in the before/after sample table.
     num_samples: int = 4
 
     def validate(self) -> Any:
-        """Raise ``ValueError`` naming the bad value; returns ``self``."""
+        """Raise ``ValueError`` naming the bad value and the fix; returns ``self``."""
         self._check_positive_ints("num_envs", "grad_accum_steps", "horizon", "lora_r",
                                   "checkpoint_every", "keep_checkpoints")
         if self.num_samples < 0:
             raise ValueError(f"num_samples must be >= 0, got {self.num_samples}")
         if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0 to train (greedy log-probs are undefined), "
-                             f"got {self.temperature}")
+            raise ValueError(f"temperature must be > 0 to train (log-probs of greedy decoding "
+                             f"are undefined), got {self.temperature}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         for name in ("max_grad_norm", "ent_coef", "beta", "weight_decay", "lora_dropout"):
@@ -112,11 +141,52 @@ class PGConfig(ConfigMixin):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"kl_estimator={self.kl_estimator!r}; accepted: {KL_ESTIMATORS}")
-        if self.adaptive_kl and (self.target_kl <= 0 or self.beta == 0):
-            raise ValueError("adaptive_kl needs target_kl > 0 and beta > 0 (it is multiplicative)")
+        if self.adaptive_kl and self.target_kl <= 0:
+            raise ValueError(
+                f"adaptive_kl needs target_kl > 0, got {self.target_kl}; set a positive target")
+        if self.adaptive_kl and self.beta == 0:
+            raise ValueError("adaptive_kl with beta=0 can never move beta (it is multiplicative); "
+                             "start from beta > 0, e.g. 0.05")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r}; accepted: {DTYPES}")
         if self.grad_accum_steps > self.num_envs:
             raise ValueError(f"grad_accum_steps={self.grad_accum_steps} > num_envs="
                              f"{self.num_envs}: a micro-batch needs at least one episode")
+        return self
+
+
+VALUE_MODELS = ("shared", "separate")
+
+
+@dataclass
+class CriticConfig(PGConfig):
+    """:class:`PGConfig` plus the value function's settings, for the agents with a critic (PPO,
+    A2C)."""
+
+    # Discount of the per-token shaped reward.
+    gamma: float = 1.0
+    # GAE lambda.
+    lam: float = 0.95
+    # Weight of the value loss in the total loss.
+    vf_coef: float = 0.1
+    # Normalise advantages to zero mean / unit std over the rollout's tokens.
+    whiten_advantages: bool = True
+    # "shared": a scalar value head on the policy's last hidden state (one trunk);
+    # "separate": a second copy of the LM trunk with its own value head.
+    value_model: str = "shared"
+
+    def validate(self) -> Any:
+        super().validate()
+        for name in ("gamma", "lam"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.vf_coef < 0:
+            raise ValueError(f"vf_coef must be >= 0, got {self.vf_coef}")
+        if self.value_model not in VALUE_MODELS:
+            raise ValueError(f"value_model={self.value_model!r}; accepted: {VALUE_MODELS}")
+        if self.lora and self.value_model == "separate":
+            raise ValueError(
+                "lora=True with value_model='separate' is not supported; use value_model='shared' "
+                "with LoRA, or full fine-tuning with a separate value model"
+            )
         return self
