@@ -81,10 +81,11 @@ def test_ctrl_c_checkpoints_after_the_current_iteration(tmp_path: Path, monkeypa
         return record
 
     monkeypatch.setattr(PPOAgent, "train_iteration", interrupted)
+    before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN in a background job
     out = tmp_path / "run"
     flags = ["--num-envs", "2", "--num-minibatches", "1", "--epochs", "1", "--num-samples", "0",
              "--no-tensorboard", "--checkpoint-every", "10"]
     assert main(["train", *ENV_ARGS, *flags, "--iterations", "5", "--out", str(out)]) == 130
     assert (out / "checkpoints" / "LATEST").read_text() == "iter_000001"
     assert [r["iteration"] for r in read_metrics(out / "metrics.jsonl")] == [1]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is before  # the caller's handler is restored
