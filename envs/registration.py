@@ -8,7 +8,7 @@
 - ``tokengym/Length-v0``: answer in exactly K words, K in 3..12 carried by each prompt record
   (400 / 100), reward ``length`` (closeness to K), chat template.
 - ``tokengym/Arithmetic-v0``: small +, -, x questions with a verifiable answer (500 / 100), reward
-  ``arithmetic`` (1.0 when the first number in the completion is right), chat template.
+  ``arithmetic`` (1.0 when the last number in the completion is right), chat template.
 - ``tokengym/Overoptimization-v0``: Sentiment-v0's prompts rewarded by a proxy Bradley-Terry model
   trained on policy samples ranked by a gold model (VADER); ``info["reward_components"]`` carries
   ``proxy`` and ``gold`` (Gao et al. 2022; see :mod:`tokengym.envs.overoptimization`).

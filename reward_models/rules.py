@@ -119,28 +119,40 @@ class RepetitionReward:
         return np.array([self.distinct(c) - 1.0 for c in completions], dtype=np.float32)
 
 
+def numbers(text: str) -> list[float]:
+    """Every number written in ``text`` (``"-3"``, ``"1,250"``, ``"2.5"``), in order."""
+    return [float(m.group().replace(",", "").replace("−", "-")) for m in _NUMBER.finditer(text)]
+
+
 def first_number(text: str) -> float | None:
-    """The first number written in ``text`` (``"-3"``, ``"1,250"``, ``"2.5"``), or ``None``."""
-    found = _NUMBER.search(text)
-    if found is None:
-        return None
-    return float(found.group().replace(",", "").replace("−", "-"))
+    """The first number written in ``text``, or ``None``."""
+    found = numbers(text)
+    return found[0] if found else None
+
+
+ANSWER_PICKS = ("last", "first")
 
 
 class ArithmeticReward:
-    """Reward = 1.0 when the first number in the completion equals the expected answer, else 0.0.
+    """Reward = 1.0 when the completion's answer equals the expected one, else 0.0.
 
-    The expected answer is the prompt records' ``answer`` field (a number or a numeric string),
-    e.g. ``{"prompt": "What is 17 + 25?", "answer": 42}``. Numbers compare within ``tolerance``
-    (absolute), so ``"42.0"`` matches 42.
+    The completion's answer is its last number by default (``pick="last"``): small models restate
+    the question before answering (``"2 * 6 = 12"``), so the first number would mark a right
+    answer wrong; ``pick="first"`` reads the first number instead. The expected answer is the
+    prompt records' ``answer`` field (a number or a numeric string), e.g. ``{"prompt": "What is
+    17 + 25?", "answer": 42}``. Numbers compare within ``tolerance`` (absolute), so ``"42.0"``
+    matches 42.
     """
 
     name = "arithmetic"
 
-    def __init__(self, tolerance: float = 1e-6) -> None:
+    def __init__(self, tolerance: float = 1e-6, pick: str = "last") -> None:
         self.tolerance = float(tolerance)
         if not self.tolerance >= 0:
             raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
+        if pick not in ANSWER_PICKS:
+            raise ValueError(f"pick={pick!r}; accepted: {ANSWER_PICKS}")
+        self.pick = pick
 
     def _expected(self, value: Any, i: int, completions: Sequence[str]) -> float:
         if isinstance(value, bool):
@@ -177,6 +189,7 @@ class ArithmeticReward:
         out = np.zeros(len(completions), dtype=np.float32)
         for i, text in enumerate(completions):
             expected = self._expected(answers[i], i, completions)
-            got = first_number(text)
+            found = numbers(text)
+            got = (found[-1] if self.pick == "last" else found[0]) if found else None
             out[i] = float(got is not None and abs(got - expected) <= self.tolerance)
         return out

@@ -89,13 +89,15 @@ def test_first_number(text: str, expected: float | None) -> None:
 
 
 def test_arithmetic_reads_the_answer_field() -> None:
-    rm = make("arithmetic")
-    r = rm(
-        ["What is 40 + 2?"] * 4,
-        ["The answer is 42.", "42.0", "It is 41, not 42", "no idea"],
-        answer=[42, "42", 42, 42],
-    )
-    assert r.tolist() == [1.0, 1.0, 0.0, 0.0]
+    completions = ["The answer is 42.", "42.0", "40 + 2 = 42", "It is 42, not 41", "no idea"]
+    kwargs = {"answer": [42, "42", 42, 42, 42]}
+    # The last number is the answer by default: restating the question is not penalised.
+    assert make("arithmetic")(["What is 40 + 2?"] * 5, completions, **kwargs).tolist() == [
+        1.0, 1.0, 1.0, 0.0, 0.0]
+    assert make("arithmetic", pick="first")(["q"] * 5, completions, **kwargs).tolist() == [
+        1.0, 1.0, 0.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="pick='middle'"):
+        make("arithmetic", pick="middle")
 
 
 def test_arithmetic_without_answers_names_the_problem() -> None:
