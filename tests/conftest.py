@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 import tokengym  # noqa: E402,F401  (registers the env ids)
 from tokengym.models import load_tokenizer  # noqa: E402
@@ -41,3 +43,12 @@ def random_actions(rng: np.random.Generator, n: int, eos: int, p_eos: float = 0.
     """Token ids that end episodes at varied times (EOS with probability p_eos)."""
     tokens = rng.integers(300, 5000, size=n)
     return np.where(rng.random(n) < p_eos, eos, tokens).astype(np.int64)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Run a test with one torch thread (modules opt in with ``pytest.mark.usefixtures``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -3,7 +3,6 @@ policy, train_iteration metrics (or TypeError), evaluate, and an exact checkpoin
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,12 +19,8 @@ NATIVE = [name for name in AGENTS if not name.startswith("sb3-")]
 REQUIRED = ("iteration", "reward_mean", "kl_mean", "beta", "tokens", "time_iteration_s")
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny-model ops are too small to gain from threads; one thread avoids contention stalls.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(tokenizer, name: str, **overrides):

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from tokengym.agents.logging import read_metrics
 from tokengym.agents.registry import AGENTS
@@ -31,12 +29,8 @@ SMALL = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny-model ops are too small to gain from threads; one thread avoids contention stalls.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", ["reinforce", "rloo", "grpo", "a2c"])

@@ -3,8 +3,6 @@ iterations, fixed seed), and best-of-N's reward must grow with N."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -18,12 +16,8 @@ ITERATIONS = 40
 TOY = dict(num_envs=16, lr=1e-3, temperature=0.1, seed=0, beta=0.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny-model ops are too small to gain from threads; one thread avoids contention stalls.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", ["reinforce", "rloo", "grpo", "a2c"])

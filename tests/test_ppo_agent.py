@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,13 +17,8 @@ from tokengym.models import load_causal_lm
 SMALL = dict(num_envs=4, epochs=2, num_minibatches=2, lr=1e-3, temperature=0.5, beta=0.1, seed=3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Tiny-model ops are too small to gain from threads; one thread avoids contention stalls.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny-model ops are too small to gain from threads; one thread avoids contention stalls.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_agent(tokenizer, sync: bool = False, **changes) -> PPOAgent:

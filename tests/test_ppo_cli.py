@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from transformers import AutoModelForCausalLM
 
 from tokengym.agents.logging import read_metrics
@@ -18,12 +17,8 @@ ENV_ARGS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny-model ops are too small to gain from threads; one thread avoids contention stalls.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_train_writes_logs_plots_checkpoint_and_model(tmp_path: Path) -> None:

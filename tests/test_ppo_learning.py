@@ -3,10 +3,7 @@ budget and seed, and a larger beta ends closer to the reference (smaller KL) tha
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import torch
 
 from tokengym.agents.ppo import PPOAgent
 from tokengym.agents.ppo_config import PPOConfig
@@ -19,12 +16,8 @@ ITERATIONS = 25
 TOY = dict(num_envs=16, epochs=2, num_minibatches=2, lr=1e-3, temperature=0.1, seed=0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny-model ops are too small to gain from threads; one thread avoids contention stalls.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train(tokenizer, iterations: int = ITERATIONS, **changes) -> list[dict]:
