@@ -5,8 +5,8 @@
 - ``plots/frontier.png``: eval reward vs KL to the reference, one panel per task, one point per
   agent (mean ± 95 % CI over seeds both ways, seeds as faint dots).
 - ``plots/overoptimization.png``: on tasks with a gold reward model, proxy (solid) and gold
-  (dashed) reward vs sqrt(KL) along each training run (``evals.jsonl``); untrained agents as
-  markers.
+  (dashed) reward vs sqrt(KL) along training (``evals.jsonl``), averaged over seeds point by
+  point, each seed's points faint behind; untrained agents as one marker each (their mean).
 """
 
 from __future__ import annotations
@@ -117,22 +117,31 @@ def overoptimization(out: Path, rows: Sequence[dict[str, Any]], tasks: Sequence[
     for ax, task in zip(axes[0], tasks):
         for agent in agents:
             mine = [r for r in rows if r["task"] == task and r["agent"] == agent]
-            for k, r in enumerate(mine):
-                label = agent if k == 0 else None
-                evals = _records(run_dir(out, task, agent, r["seed"]) / "evals.jsonl")
-                if r["trainable"] and evals:
-                    xs = [_sqrt_kl(e["kl_mean"]) for e in evals]
-                    ax.plot(xs, [e["reward_mean"] for e in evals], color=colors[agent],
-                            marker="o", markersize=3, label=f"{agent} proxy" if label else None)
-                    ax.plot(xs, [e["gold_reward_mean"] for e in evals], color=colors[agent],
-                            marker="x", markersize=4, linestyle="--",
-                            label=f"{agent} gold" if label else None)
-                else:
-                    x = r["sqrt_kl"] if not math.isnan(r["sqrt_kl"]) else 0.0
-                    ax.scatter([x], [r["reward_mean"]], color=colors[agent], marker="o",
-                               label=f"{agent} proxy" if label else None)
-                    ax.scatter([x], [r["gold_reward_mean"]], color=colors[agent], marker="x",
-                               label=f"{agent} gold" if label else None)
+            if not mine:
+                continue
+            color = colors[agent]
+            runs = [_records(run_dir(out, task, agent, r["seed"]) / "evals.jsonl") for r in mine]
+            n = min((len(e) for e in runs), default=0)
+            if mine[0]["trainable"] and n > 0:
+                # Seeds share the eval schedule, so point i of every seed is the same iteration:
+                # average them into one curve per agent, with each seed's points faint behind it.
+                kl = np.array([[_sqrt_kl(e[i]["kl_mean"]) for i in range(n)] for e in runs])
+                for key, marker, style, name in (("reward_mean", "o", "-", "proxy"),
+                                                 ("gold_reward_mean", "x", "--", "gold")):
+                    ys = np.array([[e[i][key] for i in range(n)] for e in runs], dtype=float)
+                    ax.scatter(kl.ravel(), ys.ravel(), color=color, marker=marker, s=8, alpha=0.25)
+                    ax.plot(kl.mean(0), ys.mean(0), color=color, marker=marker, markersize=4,
+                            linestyle=style, label=f"{agent} {name}")
+            else:
+                x = [0.0 if math.isnan(r["sqrt_kl"]) else r["sqrt_kl"] for r in mine]
+                ax.scatter(x, [r["reward_mean"] for r in mine], color=color, marker="o", s=8,
+                           alpha=0.25)
+                ax.scatter(x, [r["gold_reward_mean"] for r in mine], color=color, marker="x",
+                           s=8, alpha=0.25)
+                ax.scatter([float(np.mean(x))], [aggregate(mine, "reward_mean")[0]], color=color,
+                           marker="o", label=f"{agent} proxy")
+                ax.scatter([float(np.mean(x))], [aggregate(mine, "gold_reward_mean")[0]],
+                           color=color, marker="x", s=50, label=f"{agent} gold")
         ax.set_title(f"{task}: proxy (solid, o) vs gold (dashed, x)")
         ax.set_xlabel("sqrt(KL to reference)")
         ax.set_ylabel("reward")
