@@ -126,8 +126,9 @@ def results_markdown(out: str | os.PathLike[str], rows: Sequence[dict[str, Any]]
             value = f"`{bench[key]}`" if key == "command" else bench[key]
             lines.append(f"- {label}: {value}")
     if bench.get("shards", 1) > 1:
-        lines.append(f"- Parallel: {bench['shards']} processes (`--shard K/{bench['shards']}`) "
-                     "shared the machine, so wall times include their contention")
+        lines.append(f"- Parallel: {bench['shards']} processes (`--jobs {bench['shards']}` or "
+                     f"`--shard K/{bench['shards']}`) split the runs; a run's wall time is its "
+                     "own process's, slowed by whatever shared its machine")
     lines += [f"- Runs: {len(rows)} finished (seeds {', '.join(map(str, seeds))})", "",
               "Each cell is the mean ± 95 % confidence interval over seeds (Student's t; a bare "
               "number when there is one seed). Columns are explained in `docs/benchmarks.md`. "

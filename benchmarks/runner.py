@@ -177,7 +177,8 @@ class BenchRunner:
             "suite": suite,
             "command": self.command,
             "machine": f"{platform.platform()}, {platform.processor() or platform.machine()}, "
-                       f"{os.cpu_count()} CPUs, torch {torch.__version__}, "
+                       f"{os.cpu_count()} CPUs, torch {torch.__version__} "
+                       f"({torch.get_num_threads()} thread(s) per process), "
                        f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}",
             "date": time.strftime("%Y-%m-%d"),
             "shards": self.shard[1],

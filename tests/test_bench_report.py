@@ -69,7 +69,7 @@ def test_report_ci_math_and_tables(synthetic):
 
     (synthetic / "bench.json").write_text(json.dumps({"command": "tokengym bench", "shards": 2}))
     md = write_report(synthetic)["md"].read_text(encoding="utf-8")
-    assert "- Parallel: 2 processes" in md and "wall times include their contention" in md
+    assert "- Parallel: 2 processes" in md and "split the runs" in md
 
 
 def test_report_of_empty_dir_fails_clearly(tmp_path):

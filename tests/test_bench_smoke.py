@@ -7,8 +7,10 @@ import csv
 import dataclasses
 import json
 import math
+import os
 
 import pytest
+import torch
 
 from tokengym.benchmarks.runner import BenchRunner, run_dir
 from tokengym.benchmarks.suites import get_suite
@@ -139,3 +141,35 @@ def test_shards_split_the_suite_between_runners(tmp_path, monkeypatch):
         BenchRunner(suite, tmp_path, shard=(2, 2))
     with pytest.raises(SystemExit):
         main(["bench", "--suite", "smoke", "--shard", "3/2", "--out", str(tmp_path)])
+
+
+def test_jobs_split_the_runs_between_processes_with_the_same_results(tmp_path, capsys):
+    args = ["--suite", "smoke", "--tasks", "Sentiment", "--agents", "sample", "best-of-n",
+            "--seeds", "1"]
+    assert main(["bench", *args, "--jobs", "2", "--out", str(tmp_path / "jobs")]) == 0
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    assert f"2 processes, {threads} thread(s) each" in capsys.readouterr().out
+    bench = json.loads((tmp_path / "jobs" / "bench.json").read_text())
+    assert bench["shards"] == 2 and f"({threads} thread(s) per process)" in bench["machine"]
+    assert "--jobs" not in bench["command"]  # the runs are those of the one-process command
+    assert "- Parallel: 2 processes" in (tmp_path / "jobs" / "RESULTS.md").read_text()
+
+    # The same runs in this process, with the same thread count, give the same numbers.
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert main(["bench", *args, "--out", str(tmp_path / "one")]) == 0
+    finally:
+        torch.set_num_threads(before)
+    for agent in ("sample", "best-of-n"):
+        a, b = (json.loads((run_dir(tmp_path / d, "Sentiment", agent, 0) / "eval.json").read_text())
+                for d in ("jobs", "one"))
+        assert a["metrics"]["reward_mean"] == b["metrics"]["reward_mean"]
+        assert a["metrics"]["kl_mean"] == b["metrics"]["kl_mean"]
+
+    with pytest.raises(SystemExit, match="--jobs must be >= 1"):
+        main(["bench", *args, "--jobs", "0", "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="one at a time"):
+        main(["bench", "--suite", "perf", "--jobs", "2", "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="not both"):
+        main(["bench", *args, "--jobs", "2", "--shard", "0/2", "--out", str(tmp_path / "x")])
