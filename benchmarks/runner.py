@@ -25,7 +25,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -109,15 +109,17 @@ class BenchRunner:
         log: where progress lines go.
         shard: ``(k, n)``: run only runs ``k, k + n, k + 2n, ...`` of :meth:`runs`, so that ``n``
             runners sharing ``out`` split the suite (finished runs are skipped by all of them).
+        processes: how many runners split the suite (recorded in ``bench.json``); default n.
     """
 
     def __init__(self, suite: Suite, out: str | os.PathLike[str], *, keep_checkpoints: bool = False,
                  command: str | None = None, log: Log = print,
-                 shard: tuple[int, int] = (0, 1)) -> None:
+                 shard: tuple[int, int] = (0, 1), processes: int | None = None) -> None:
         k, n = shard
         if n < 1 or not 0 <= k < n:
             raise ValueError(f"shard must be (k, n) with n >= 1 and 0 <= k < n, got {shard}")
         self.shard = (k, n)
+        self.processes = processes or n
         self.suite = suite.validate()
         self.command = command
         self.out = Path(out)
@@ -134,8 +136,10 @@ class BenchRunner:
         s = self.suite
         return [(t, a, k) for k in range(s.seeds) for t in s.tasks for a in s.agents]
 
-    def run_all(self) -> dict[str, int]:
-        """Run (or skip, or resume) every run; returns counts of ``ran`` and ``skipped``."""
+    def run_all(self, todo: Iterable[int] | None = None) -> dict[str, int]:
+        """Run (or skip, or resume) every run of this runner's shard, or the runs whose indices
+        into :meth:`runs` ``todo`` yields (consumed lazily, so that processes can pull indices
+        from one shared queue); returns counts of ``ran`` and ``skipped``."""
         for agent in self.suite.agents:
             agent_trainable(agent)  # unknown names fail before anything runs
         self.out.mkdir(parents=True, exist_ok=True)
@@ -143,9 +147,8 @@ class BenchRunner:
         counts = {"ran": 0, "skipped": 0}
         runs = self.runs()
         k, n_shards = self.shard
-        for n, (task, agent, seed) in enumerate(runs, start=1):
-            if (n - 1) % n_shards != k:
-                continue
+        for i in range(k, len(runs), n_shards) if todo is None else todo:
+            (task, agent, seed), n = runs[i], i + 1
             where = run_dir(self.out, task, agent, seed)
             if (where / "eval.json").is_file():
                 counts["skipped"] += 1
@@ -181,7 +184,7 @@ class BenchRunner:
                        f"({torch.get_num_threads()} thread(s) per process), "
                        f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}",
             "date": time.strftime("%Y-%m-%d"),
-            "shards": self.shard[1],
+            "shards": self.processes,
         }
 
     # -- one run -----------------------------------------------------------------------------

@@ -137,6 +137,13 @@ def test_shards_split_the_suite_between_runners(tmp_path, monkeypatch):
     assert {run for k, run in done if k == 0} == set(grid[0::2]) - {("Sentiment", "sample", 1)}
     assert json.loads((tmp_path / "bench.json").read_text())["shards"] == 2
 
+    # --jobs hands out indices from a queue: a runner runs exactly those, in that order.
+    done.clear()
+    pulled = BenchRunner(suite, tmp_path / "pulled", processes=3, **quiet)
+    assert pulled.run_all(iter([3, 0])) == {"ran": 2, "skipped": 0}
+    assert [run for _, run in done] == [grid[3], grid[0]]
+    assert json.loads((tmp_path / "pulled" / "bench.json").read_text())["shards"] == 3
+
     with pytest.raises(ValueError, match="shard"):
         BenchRunner(suite, tmp_path, shard=(2, 2))
     with pytest.raises(SystemExit):
