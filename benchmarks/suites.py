@@ -5,7 +5,7 @@ suite      model            what it is for
 =========  ===============  ====================================================================
 ``smoke``  ``tiny-llama``   CI: 2 tasks x 3 agents x 2 seeds, 2 iterations; about a minute on CPU
 ``quick``  ``smollm2-135m`` every task, PPO, RLOO, best-of-N and the untrained policy, 3 seeds;
-                            about two hours on a 2-core CPU
+                            about 2.3 hours on a 2-core CPU (1.6 with --jobs 2)
 ``full``   ``smollm2-135m`` every task and agent, 5 seeds, long runs: for a GPU
 ``perf``   (its own)        the speed benchmarks collected into ``PERF.md`` (:mod:`.perf`)
 =========  ===============  ====================================================================
@@ -132,7 +132,7 @@ SUITES: dict[str, Suite] = {
                                                    "max_new_tokens": 8}}},
         agent_overrides={"ppo": {**_PPO_SMALL, "lr": 1e-4}},
     ),
-    # Sized for ~2 hours on 2 CPU cores: 5 tasks x 3 seeds x (ppo and rloo, 16 iterations of 8
+    # Sized for ~2.3 hours on 2 CPU cores: 5 tasks x 3 seeds x (ppo and rloo, 16 iterations of 8
     # episodes, + best-of-n / sample evaluations) at 16 new tokens. PPO and RLOO share
     # the demo's learning rate and KL coefficient (2 epochs of PPO learn Sentiment-v0 in ~16
     # iterations there); the lower beta lets a 128-episode budget move the policy at all.
