@@ -138,9 +138,10 @@ def overoptimization(out: Path, rows: Sequence[dict[str, Any]], tasks: Sequence[
                            alpha=0.25)
                 ax.scatter(x, [r["gold_reward_mean"] for r in mine], color=color, marker="x",
                            s=8, alpha=0.25)
-                ax.scatter([float(np.mean(x))], [aggregate(mine, "reward_mean")[0]], color=color,
+                x_mean = float(np.mean(x))
+                ax.scatter([x_mean], [aggregate(mine, "reward_mean")[0]], color=color,
                            marker="o", label=f"{agent} proxy")
-                ax.scatter([float(np.mean(x))], [aggregate(mine, "gold_reward_mean")[0]],
+                ax.scatter([x_mean], [aggregate(mine, "gold_reward_mean")[0]],
                            color=color, marker="x", s=50, label=f"{agent} gold")
         ax.set_title(f"{task}: proxy (solid, o) vs gold (dashed, x)")
         ax.set_xlabel("sqrt(KL to reference)")

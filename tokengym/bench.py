@@ -110,53 +110,45 @@ def run(args: argparse.Namespace, name: str) -> int:
     if not args.suite:
         raise SystemExit("pass --suite {smoke,quick,full,perf} (to run) or --report DIR")
     out = args.out or f"bench/{args.suite}"
+    jobs = 1 if args.jobs is None else args.jobs
+    if jobs < 1:
+        raise SystemExit(f"--jobs must be >= 1, got {jobs}")
     if args.suite == "perf":
         from tokengym.benchmarks.perf import run_perf
 
-        if args.jobs is not None and args.jobs > 1:
+        if jobs > 1:
             raise SystemExit("--suite perf runs its speed benchmarks one at a time (each times "
                              "the whole machine); --jobs is for the training suites")
 
         print(f"wrote {run_perf(out, model=args.model, timeout=args.perf_timeout)}")
         return 0
+    from tokengym.benchmarks.runner import BenchRunner
+
     try:
         suite = build_suite(args)
     except ValueError as exc:
         raise SystemExit(f"invalid suite settings: {exc}") from None
     command = command_line(args, out)
-    if args.jobs is not None and args.jobs < 1:
-        raise SystemExit(f"--jobs must be >= 1, got {args.jobs}")
-    if args.jobs is not None and args.jobs > 1 and args.shard is not None:
+    if jobs > 1 and args.shard is not None:
         raise SystemExit("pass --jobs (processes on this machine) or --shard (one of several "
                          "machines), not both")
     try:
-        if args.jobs is not None and args.jobs > 1:
-            counts = run_jobs(suite, out, args.jobs, keep_checkpoints=args.keep_checkpoints,
+        if jobs > 1:
+            counts = run_jobs(suite, out, jobs, keep_checkpoints=args.keep_checkpoints,
                               command=command)
         else:
-            counts = run_shard(suite, out, args.shard or (0, 1),
-                               keep_checkpoints=args.keep_checkpoints, command=command)
+            counts = BenchRunner(suite, out, keep_checkpoints=args.keep_checkpoints,
+                                 command=command, shard=args.shard or (0, 1)).run_all()
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
     paths = write_report(out)
     print(f"{counts['ran']} run(s) done, {counts['skipped']} already finished (skipped)")
     print("\n".join(f"{key}: {path}" for key, path in paths.items()))
     if counts.get("failed"):
-        print(f"{counts['failed']} of {args.jobs} processes failed (see their errors above); "
+        print(f"{counts['failed']} of {jobs} processes failed (see their errors above); "
               "rerun the same command to finish their runs")
         return 1
     return 0
-
-
-def run_shard(suite: Any, out: str, shard: tuple[int, int], *, keep_checkpoints: bool,
-              command: str) -> dict[str, int]:
-    """Run shard ``shard`` of ``suite`` into ``out`` in this process; returns the runner's
-    counts."""
-    from tokengym.benchmarks.runner import BenchRunner
-
-    runner = BenchRunner(suite, out, keep_checkpoints=keep_checkpoints, command=command,
-                         shard=shard)
-    return runner.run_all()
 
 
 def _job_process(todo: Any, results: Any, suite: Any, out: str, jobs: int, threads: int,
