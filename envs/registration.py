@@ -11,7 +11,7 @@
   ``arithmetic`` (1.0 when the last number in the completion is right), chat template.
 - ``tokengym/Overoptimization-v0``: Sentiment-v0's prompts rewarded by a proxy Bradley-Terry model
   trained on policy samples ranked by a gold model (VADER); ``info["reward_components"]`` carries
-  ``proxy`` and ``gold`` (Gao et al. 2022; see :mod:`tokengym.envs.overoptimization`).
+  ``proxy`` and ``gold`` (Gao et al. 2022; see :mod:`tokengym.benchmarks.overoptimization`).
 
 Task envs take ``split="train"`` (default) or ``"eval"`` for the held-out prompts, and every
 ``TextGenEnv`` keyword, which overrides the task's defaults (:data:`TASKS`).
@@ -133,8 +133,10 @@ def register_envs() -> None:
             gym.register(id=env_id, entry_point=functools.partial(make_task, task),
                          vector_entry_point=functools.partial(make_task_vector, task))
     if "tokengym/Overoptimization-v0" not in gym.registry:
-        # String entry points: the module (and the proxy reward model) load only when used.
-        module = "tokengym.envs.overoptimization"
+        # String entry points: the benchmark module (with the proxy reward model's labelling and
+        # training, which need the agents) loads only when the id is made; envs stays a layer
+        # below agents and benchmarks.
+        module = "tokengym.benchmarks.overoptimization"
         gym.register(id="tokengym/Overoptimization-v0",
                      entry_point=f"{module}:make_overoptimization",
                      vector_entry_point=f"{module}:make_overoptimization_vector")

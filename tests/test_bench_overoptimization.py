@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import tokengym.envs.overoptimization as oo
+import tokengym.benchmarks.overoptimization as oo
 from tokengym.reward_models import make
 
 PROXY = {"num_prompts": 10, "k": 4, "epochs": 2, "max_new_tokens": 6}
@@ -60,7 +60,7 @@ def test_env_builds_and_caches_its_proxy_and_reports_gold_and_proxy(home, monkey
     def fail(*args, **kwargs):
         raise AssertionError("the cached proxy should have been reused")
 
-    monkeypatch.setattr("tokengym.reward_models.labeling.label_pairs", fail)
+    monkeypatch.setattr(oo, "label_pairs", fail)
     _make(num_envs=2)
     assert len(list((home / "proxy_rm").iterdir())) == 1
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from tokengym.cli import main as cli_main
+from tokengym.labeling import label_pairs, make_pairs
 from tokengym.reward_models import make, score, train_preference_model
-from tokengym.reward_models.labeling import label_pairs, make_pairs
 from tokengym.reward_models.preference_training import read_pairs
 
 NOUNS = [

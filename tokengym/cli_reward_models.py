@@ -6,7 +6,10 @@ import argparse
 import json
 from typing import Any
 
+from tokengym.envs import sentiment_prompts
+from tokengym.labeling import label_pairs
 from tokengym.models import DEFAULT_MODEL
+from tokengym.reward_models import train_preference_model
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -82,8 +85,6 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 def run(args: argparse.Namespace, name: str) -> int:
     if name == "train-rm":
-        from tokengym.reward_models import train_preference_model
-
         report = train_preference_model(
             args.pairs,
             args.out,
@@ -105,12 +106,8 @@ def run(args: argparse.Namespace, name: str) -> int:
         )
         print(f"use it with: reward_model={str(report.out_dir)!r}")
         return 0
-    from tokengym.reward_models.labeling import label_pairs
-
     prompts: Any = args.prompts
     if prompts == "sentiment":
-        from tokengym.envs import sentiment_prompts
-
         prompts = sentiment_prompts("train")
     pairs = label_pairs(
         args.policy,

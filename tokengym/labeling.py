@@ -4,6 +4,9 @@ For each prompt the policy writes ``k`` completions through the env (the env's r
 the gold model, so its final rewards are the gold scores); completions are then paired,
 higher-scored as ``chosen``. The output is the input of ``tokengym train-rm``, and the raw
 material for reward-model over-optimisation studies (a proxy RM trained on gold labels).
+
+This pipeline drives the env and an agent's rollout, so it sits above ``tokengym.agents`` (not in
+``tokengym.reward_models``, which the envs and agents build on).
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .batching import positive_int
+from tokengym.agents.rollout import collect_rollout
+from tokengym.envs import PromptSource, TextGenVectorEnv
+from tokengym.models import load_causal_lm
+from tokengym.reward_models.batching import positive_int
 
 STRATEGIES = ("best-worst", "all")
 
@@ -53,10 +59,6 @@ def sample_completions(
     Returns:
         One dict per prompt: ``{"prompt", "fields", "completions": [k str], "scores": [k float]}``.
     """
-    from tokengym.agents.rollout import collect_rollout
-    from tokengym.envs import PromptSource, TextGenVectorEnv
-    from tokengym.models import load_causal_lm
-
     positive_int("k", k)
     source = PromptSource(prompts)
     if source.records is None:

@@ -15,6 +15,10 @@ writes the pairs; defaults to ``tokenizer`` when that is a name), ``backbone`` (
 backbone; defaults to ``policy_model``), ``gold``, ``num_prompts`` (training prompts labelled),
 ``k`` (samples per prompt, best vs worst paired), ``epochs``, ``max_prompt_tokens``,
 ``max_new_tokens``, ``temperature``, ``seed``.
+
+The env id is registered by :mod:`tokengym.envs.registration` with import-string entry points
+naming this module, so ``import tokengym.envs`` never imports it (nor the labelling pipeline and
+agents it builds on): it loads on the first ``gym.make("tokengym/Overoptimization-v0")``.
 """
 
 from __future__ import annotations
@@ -28,11 +32,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tokengym.envs import TextGenEnv, TextGenVectorEnv, sentiment_prompts
+from tokengym.labeling import label_pairs
 from tokengym.models import DEFAULT_MODEL, tokengym_home
-
-from .registration import sentiment_prompts
-from .text_gen_env import TextGenEnv
-from .vector_env import TextGenVectorEnv
+from tokengym.reward_models.preference_training import train_preference_model
 
 GOLD_REWARD_MODEL = "vader"
 PROXY_DEFAULTS: dict[str, Any] = {
@@ -88,9 +91,6 @@ def build_proxy(settings: dict[str, Any], progress: bool = False) -> Path:
     the gold model (best vs worst), then trains a Bradley–Terry head on the frozen backbone.
     Returns the saved model directory (``make(path)`` loads it).
     """
-    from tokengym.reward_models.labeling import label_pairs
-    from tokengym.reward_models.preference_training import train_preference_model
-
     target = proxy_dir(settings)
     if (target / "settings.json").is_file():
         return target / "model"
