@@ -10,15 +10,23 @@
 
 Finished runs in ``--out`` are skipped and unfinished ones resume from their checkpoint, so an
 interrupted suite continues where it stopped. See ``docs/benchmarks.md``.
+
+This module only parses the command line; the runs are :mod:`tokengym.benchmarks.runner`'s and
+the ``--jobs`` processes :mod:`tokengym.benchmarks.scheduler`'s.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import shlex
 from typing import Any
+
+from tokengym.benchmarks.perf import run_perf
+from tokengym.benchmarks.report import write_report
+from tokengym.benchmarks.runner import BenchRunner
+from tokengym.benchmarks.scheduler import run_jobs
+from tokengym.benchmarks.suites import Suite, get_suite
 
 SUITE_NAMES = ("smoke", "quick", "full", "perf")
 
@@ -63,10 +71,8 @@ def parse_shard(text: str) -> tuple[int, int]:
     return k, n
 
 
-def build_suite(args: argparse.Namespace) -> Any:
+def build_suite(args: argparse.Namespace) -> Suite:
     """The named suite with the command line's overrides applied (and validated)."""
-    from tokengym.benchmarks.suites import get_suite
-
     suite = get_suite(args.suite)
     changes: dict[str, Any] = {}
     for key in ("model", "seeds", "iterations", "num_envs", "eval_episodes", "eval_every",
@@ -98,8 +104,6 @@ def command_line(args: argparse.Namespace, out: str) -> str:
 
 
 def run(args: argparse.Namespace, name: str) -> int:
-    from tokengym.benchmarks.report import write_report
-
     if args.report:
         try:
             paths = write_report(args.report)
@@ -114,16 +118,11 @@ def run(args: argparse.Namespace, name: str) -> int:
     if jobs < 1:
         raise SystemExit(f"--jobs must be >= 1, got {jobs}")
     if args.suite == "perf":
-        from tokengym.benchmarks.perf import run_perf
-
         if jobs > 1:
             raise SystemExit("--suite perf runs its speed benchmarks one at a time (each times "
                              "the whole machine); --jobs is for the training suites")
-
         print(f"wrote {run_perf(out, model=args.model, timeout=args.perf_timeout)}")
         return 0
-    from tokengym.benchmarks.runner import BenchRunner
-
     try:
         suite = build_suite(args)
     except ValueError as exc:
@@ -150,86 +149,3 @@ def run(args: argparse.Namespace, name: str) -> int:
         return 1
     return 0
 
-
-def _job_process(todo: Any, results: Any, suite: Any, out: str, jobs: int, threads: int,
-                 keep_checkpoints: bool, command: str) -> None:
-    """One process of :func:`run_jobs`: runs the indices it pulls from ``todo`` until a None."""
-    import torch
-    from transformers.utils import logging as hf_logging
-
-    from tokengym.benchmarks.runner import BenchRunner
-
-    torch.set_num_threads(threads)
-    hf_logging.disable_progress_bar()  # as the parent's `tokengym` main does
-    runner = BenchRunner(suite, out, keep_checkpoints=keep_checkpoints, command=command,
-                         processes=jobs)
-    try:
-        results.put(runner.run_all(iter(todo.get, None)))
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None  # the parent says what happened, once
-
-
-def run_jobs(suite: Any, out: str, jobs: int, *, keep_checkpoints: bool,
-             command: str) -> dict[str, int]:
-    """Run ``suite`` in ``jobs`` fresh processes that split this machine's CPUs between them;
-    returns the summed counts plus ``failed`` (processes that did not finish).
-
-    Each process takes the next run of the grid from one shared queue when it is free, so a
-    process that drew short runs (best-of-n, sample) takes more of them: a fixed K/N split would
-    hand all of one agent's runs to the same process whenever N divides the number of agents.
-
-    Why processes and not more threads: one forward of a small model on a few CPU threads
-    spends much of its time waiting at each op's barrier, so two 1-thread processes get more
-    done than one 2-thread process. Ctrl-C reaches every process (they share the terminal's
-    process group) and each stops where a one-process run would; SIGTERM to this process ends
-    them too. Rerunning the command resumes from the checkpoints.
-    """
-    import multiprocessing
-    import signal
-    import threading
-
-    from tokengym.benchmarks.runner import BenchRunner
-
-    # "spawn": a fresh interpreter per process, so no torch thread pool is inherited by fork.
-    context = multiprocessing.get_context("spawn")
-    todo, results = context.Queue(), context.Queue()
-    todo.cancel_join_thread()  # what is left in it after a Ctrl-C must not hold up our exit
-    for index in range(len(BenchRunner(suite, out).runs())):
-        todo.put(index)
-    for _ in range(jobs):
-        todo.put(None)  # one "no more runs" per process
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    processes = [context.Process(target=_job_process, name=f"tokengym-bench-{k}-of-{jobs}",
-                                 args=(todo, results, suite, out, jobs, threads, keep_checkpoints,
-                                       command))
-                 for k in range(jobs)]
-
-    def stop(signum: int, frame: Any) -> None:
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-        raise SystemExit(128 + signum)
-
-    print(f"{jobs} processes, {threads} thread(s) each")
-    # signal handlers can only be set from the main thread (run_jobs may be called elsewhere)
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, stop) if main_thread else None
-    try:
-        for process in processes:
-            process.start()
-        for process in processes:
-            process.join()
-    except KeyboardInterrupt:
-        for process in processes:
-            process.join()  # each one got the same Ctrl-C and stops where its runner stops
-        raise SystemExit(f"interrupted: finished runs and checkpoints are in {out}; rerun the "
-                         "same command to resume") from None
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
-    failed = sum(process.exitcode != 0 for process in processes)
-    counts = {"ran": 0, "skipped": 0, "failed": failed}
-    for _ in range(jobs - failed):  # one result per process that finished
-        for key, value in results.get(timeout=60).items():
-            counts[key] += value
-    return counts
