@@ -27,12 +27,11 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from tokengym.envs import TextGenEnv, TextGenVectorEnv, sentiment_prompts
+from tokengym.fileio import atomic_directory
 from tokengym.labeling import label_pairs
 from tokengym.models import DEFAULT_MODEL, tokengym_home
 from tokengym.reward_models.preference_training import train_preference_model
@@ -94,10 +93,8 @@ def build_proxy(settings: dict[str, Any], progress: bool = False) -> Path:
     target = proxy_dir(settings)
     if (target / "settings.json").is_file():
         return target / "model"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is an ordinary directory
-    try:
+    # replace=False: when another process finished the same build first, use theirs.
+    with atomic_directory(target, replace=False) as tmp:
         pairs = label_pairs(
             settings["policy_model"], sentiment_prompts("train"), settings["gold"],
             tmp / "pairs.jsonl", k=settings["k"], num_prompts=settings["num_prompts"],
@@ -116,13 +113,10 @@ def build_proxy(settings: dict[str, Any], progress: bool = False) -> Path:
         )
         info = {**settings, "num_pairs": len(pairs), "val_accuracy": report.val_accuracy}
         (tmp / "settings.json").write_text(json.dumps(info, indent=1, default=str), "utf-8")
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process finished first: use theirs
-            if not (target / "settings.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if not (target / "settings.json").is_file():
+        # It was there before us without settings.json (not written by this code, which renames
+        # only whole directories): refuse it rather than use a proxy of unknown settings.
+        raise ValueError(f"{target} is an incomplete proxy cache entry; delete it and retry")
     return target / "model"
 
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tokengym.fileio import atomic_directory
 from tokengym.models import ModelNotAvailableError, minilm_path
 
 from .backbones import Backbone, load_backbone
@@ -109,10 +108,8 @@ class PreferenceRewardModel:
             raise ValueError(
                 f"{out} exists and is not a saved tokengym reward model; choose another --out"
             )
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-        tmp.chmod(0o755)  # mkdtemp makes it private; the saved model is an ordinary directory
-        try:
+        # replace=True: saving again over a saved reward model replaces it as a whole.
+        with atomic_directory(out, replace=True) as tmp:
             save_file(
                 {
                     k: v.detach().cpu().contiguous()
@@ -139,16 +136,6 @@ class PreferenceRewardModel:
             }
             (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
             self.config = config
-            if out.exists():
-                # A directory cannot be renamed over a non-empty one: move the old one aside first.
-                old = Path(tempfile.mkdtemp(prefix=f".{out.name}-old-", dir=out.parent))
-                os.replace(out, old / "prev")
-                os.replace(tmp, out)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return out
 
     @classmethod

@@ -11,11 +11,8 @@ This pipeline drives the env and an agent's rollout, so it sits above ``tokengym
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +20,7 @@ from tqdm.auto import tqdm
 
 from tokengym.agents.rollout import collect_rollout
 from tokengym.envs import PromptSource, TextGenVectorEnv
+from tokengym.fileio import atomic_write_jsonl
 from tokengym.models import load_causal_lm
 from tokengym.reward_models.batching import positive_int
 
@@ -137,23 +135,6 @@ def make_pairs(
     return pairs
 
 
-def write_jsonl(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
-    """Write records one JSON object per line, atomically (temp file + rename)."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}-", dir=out.parent)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; the pairs file is an ordinary file
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for rec in records:
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
-
-
 def label_pairs(
     policy: Any,
     prompts: Any,
@@ -174,5 +155,5 @@ def label_pairs(
     samples = sample_completions(policy, prompts, gold, **sample_kwargs)
     pairs = make_pairs(samples, strategy, min_margin)
     if out is not None:
-        write_jsonl(pairs, out)
+        atomic_write_jsonl(out, pairs)
     return pairs

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from tokengym.fileio import atomic_directory
 
 DEFAULT_MODEL = "smollm2-135m"
 TINY_MODEL = "tiny-llama"
@@ -91,26 +91,25 @@ def smollm2_path() -> Path:
     and the first rename wins.
     """
     target = tokengym_home() / "models" / DEFAULT_MODEL
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+    if _converted(target):
         return target
     gguf_dir = _wheel_dir(_SMOLLM2_WHEEL, _SMOLLM2_PIP, "The default model 'smollm2-135m'")
     if not (gguf_dir / _SMOLLM2_GGUF).is_file():
         raise ModelNotAvailableError(
             f"{gguf_dir / _SMOLLM2_GGUF} is missing; reinstall with: {_SMOLLM2_PIP}"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL}-", dir=target.parent))
-    try:
+    # replace=False: when another process finished first, its (identical) conversion is kept.
+    with atomic_directory(target, replace=False) as tmp:
         _convert_gguf(gguf_dir, _SMOLLM2_GGUF, tmp)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            # Another process finished first (the target is a non-empty directory): use theirs.
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if not _converted(target):
+        # It was there before us but incomplete (not written by this code, which renames only
+        # whole directories): say so rather than return one that fails in from_pretrained.
+        raise ModelNotAvailableError(f"{target} is an incomplete conversion; delete it and retry")
     return target
+
+
+def _converted(target: Path) -> bool:
+    return (target / "config.json").is_file() and (target / "model.safetensors").is_file()
 
 
 def _convert_gguf(gguf_dir: Path, gguf_file: str, out: Path) -> None:
