@@ -15,18 +15,24 @@ import numpy as np
 import torch
 from gymnasium.vector import VectorWrapper
 
+from tokengym.envs.protocol import text_env_view
+
 
 def row_prompts(envs: Any, infos: dict[str, Any]) -> list[Any]:
-    """The prompt of every row after a reset, as ``reset(options={"prompt": ...})`` takes it:
-    ``{"prompt": text, **fields}`` from the env's records when it exposes them (fields such as
-    ``answer`` matter to the reward model), else the reset info's ``prompt`` text."""
-    base = getattr(envs, "unwrapped", envs)
-    if hasattr(base, "episodes"):
-        records = list(base.episodes.records)
-    elif hasattr(base, "get_attr"):
-        records = [batch.records[0] for batch in base.get_attr("episodes")]
-    else:
+    """The prompt of every row after a reset, as ``reset(options={"prompt": ...})`` takes it.
+
+    For a tokengym env (anything :func:`~tokengym.envs.text_env_view` accepts):
+    ``{"prompt": text, **fields}`` from its ``prompt_records()``, since fields such as ``answer``
+    matter to the reward model. For another vector env: the reset info's ``prompt`` texts.
+
+    Returns:
+        ``num_envs`` prompts, in row order.
+    """
+    try:
+        view = text_env_view(envs)
+    except TypeError:
         return [str(p) for p in infos["prompt"]]
+    records = view.prompt_records()
     # reset(options={"prompt": ...}) takes a string or a {"prompt": text, **fields} mapping.
     return [{"prompt": r.text, **dict(r.fields)} for r in records]
 
@@ -34,8 +40,9 @@ def row_prompts(envs: Any, infos: dict[str, Any]) -> list[Any]:
 class PromptGroups(VectorWrapper):
     """Make consecutive groups of ``group_size`` rows share one prompt at every ``reset``.
 
-    Needs a vector env whose ``reset`` accepts ``options={"reset_mask": ..., "prompt": ...}``
-    (tokengym's native vector env and gymnasium's ``SyncVectorEnv`` of ``TextGenEnv``).
+    Needs a vector env whose ``reset`` accepts ``options={"reset_mask": ..., "prompt": ...}``:
+    the grouped reset of :class:`~tokengym.envs.TextVectorEnvLike` (tokengym's native vector env,
+    gymnasium's ``SyncVectorEnv``/``AsyncVectorEnv`` of ``TextGenEnv``).
     """
 
     def __init__(self, env: Any, group_size: int) -> None:

@@ -22,9 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from tokengym.envs.protocol import TextEnvLike
+
 from ..models import load_causal_lm
 from .kl import KL_ESTIMATORS, kl_per_token
-from .rollout import KVCacheDecoder, env_dims
+from .rollout import KVCacheDecoder
 
 # policy(input_ids (1, T), attention_mask (1, T)) -> next-token logits (1, V) or (V,)
 LogitsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -133,11 +135,11 @@ class KLPenaltyWrapper(gym.Wrapper):
     ) -> None:
         if not isinstance(env, gym.Env):
             raise TypeError(f"env must be a gymnasium.Env (a tokengym TextGenEnv), got {type(env).__name__}")
+        # Only the env protocol's members are read (tokengym.envs.protocol); the env's state is internal.
+        if not isinstance(env.unwrapped, TextEnvLike):
+            raise TypeError(f"env must be a tokengym text-generation env (a TextGenEnv), got {env}")
         super().__init__(env)
-        try:
-            self.prompt_len, _ = env_dims(env)
-        except TypeError:
-            raise TypeError(f"env must be a tokengym text-generation env, got {env}") from None
+        self.prompt_len = env.unwrapped.max_prompt_tokens
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0 or math.isinf(beta):
             raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
         if estimator not in KL_ESTIMATORS:

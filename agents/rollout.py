@@ -7,7 +7,9 @@ single-token forward per ``step``, reusing the KV cache, which is what ``model.g
 Works with the native :class:`~tokengym.envs.TextGenVectorEnv` and with
 ``gymnasium.vector.SyncVectorEnv`` over :class:`~tokengym.envs.TextGenEnv` (slower, same
 results), in the ``NEXT_STEP`` autoreset mode: a row that finished is fed a filler token until all
-rows have finished; whatever the env does with those rows afterwards is ignored.
+rows have finished; whatever the env does with those rows afterwards is ignored. Beyond
+``reset``/``step``, the env is read only through :func:`tokengym.envs.text_env_view` (prompt
+width, generation budget, action count).
 """
 
 from __future__ import annotations
@@ -20,16 +22,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
-
-def env_dims(envs: Any) -> tuple[int, int]:
-    """``(max_prompt_tokens, max_new_tokens)`` of a tokengym vector env (native or Sync)."""
-    base = getattr(envs, "unwrapped", envs)
-    if hasattr(base, "episodes"):
-        return base.episodes.prompt_len, base.episodes.max_new_tokens
-    if hasattr(base, "get_attr"):
-        batch = base.get_attr("episodes")[0]
-        return batch.prompt_len, batch.max_new_tokens
-    raise TypeError(f"{type(envs).__name__} is not a tokengym text-generation vector env")
+from tokengym.envs.protocol import text_env_view
 
 
 def check_next_step_autoreset(envs: Any) -> None:
@@ -205,8 +198,8 @@ def collect_rollout(
         value_fn: optional value head, see :class:`KVCacheDecoder`.
     """
     check_next_step_autoreset(envs)
-    prompt_len, max_new = env_dims(envs)
-    num_actions = int(envs.single_action_space.n)
+    view = text_env_view(envs)
+    prompt_len, max_new, num_actions = view.max_prompt_tokens, view.max_new_tokens, view.num_actions
     obs, _ = envs.reset(seed=seed, options=options)
     n = obs["input_ids"].shape[0]
     prompt_ids = torch.from_numpy(obs["input_ids"][:, :prompt_len].copy())

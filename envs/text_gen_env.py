@@ -12,6 +12,7 @@ from gymnasium import spaces
 
 from ..models import DEFAULT_MODEL, load_tokenizer
 from .episodes import EpisodeBatch
+from .prompts import PromptRecord
 
 
 @functools.lru_cache(maxsize=8)
@@ -96,6 +97,10 @@ class TextGenEnv(gym.Env):
     - ``chat_template``: wrap prompts as a user turn with the generation prompt.
     - ``render_mode``: ``"ansi"`` (render returns the text) or ``"human"`` (prints it).
 
+    ## Attributes for agents
+    ``max_prompt_tokens``, ``max_new_tokens``, ``num_actions`` and ``prompt_record`` (the
+    :class:`~tokengym.envs.protocol.TextEnvLike` protocol); ``episodes`` is internal state.
+
     ## Version History
     - v0: initial version.
     """
@@ -138,6 +143,27 @@ class TextGenEnv(gym.Env):
         self.action_space, self.observation_space = make_spaces(
             self.episodes.vocab_size, self.episodes.seq_len
         )
+
+    # -- what agents may rely on (tokengym.envs.protocol.TextEnvLike) ----------------------------
+    @property
+    def max_prompt_tokens(self) -> int:
+        """``P``, the prompt columns ``[0, P)`` of the observation, in tokens."""
+        return self.episodes.prompt_len
+
+    @property
+    def max_new_tokens(self) -> int:
+        """``G``, the generation budget in tokens (steps) per episode; columns ``[P, P + G)``."""
+        return self.episodes.max_new_tokens
+
+    @property
+    def num_actions(self) -> int:
+        """``V``, the number of actions (token ids ``0 .. V-1``): ``action_space.n``."""
+        return self.episodes.vocab_size
+
+    @property
+    def prompt_record(self) -> PromptRecord | None:
+        """The current episode's prompt (text, id in the source, fields); None before any reset."""
+        return self.episodes.records[0]
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None

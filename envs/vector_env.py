@@ -12,6 +12,7 @@ from gymnasium.vector.utils import batch_space
 
 from ..models import DEFAULT_MODEL
 from .episodes import EpisodeBatch
+from .prompts import PromptRecord
 from .text_gen_env import make_spaces, resolve_tokenizer
 
 
@@ -43,6 +44,10 @@ class TextGenVectorEnv(VectorEnv):
 
     ``reset(seed=s)`` seeds sub-env i with ``s + i``; ``options={"prompt": ...}`` forces the same
     prompt in every sub-env being reset (the way to get k samples of one prompt).
+
+    Agents read the env through ``max_prompt_tokens``, ``max_new_tokens``, ``num_actions`` and
+    ``prompt_records()`` (the :class:`~tokengym.envs.protocol.TextVectorEnvLike` protocol), never
+    through ``episodes``, which is the env's internal state.
     """
 
     metadata = {"render_modes": ["ansi", "human"], "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -92,6 +97,34 @@ class TextGenVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self._rngs: list[np.random.Generator | None] = [None] * self.num_envs
         self._needs_autoreset = np.zeros(self.num_envs, dtype=bool)
+
+    # -- what agents may rely on (tokengym.envs.protocol.TextVectorEnvLike) ---------------------
+    @property
+    def max_prompt_tokens(self) -> int:
+        """``P``, the prompt columns ``[0, P)`` of every observation row, in tokens."""
+        return self.episodes.prompt_len
+
+    @property
+    def max_new_tokens(self) -> int:
+        """``G``, the generation budget in tokens (steps) per episode; columns ``[P, P + G)``."""
+        return self.episodes.max_new_tokens
+
+    @property
+    def num_actions(self) -> int:
+        """``V``, the number of actions (token ids ``0 .. V-1``): ``single_action_space.n``."""
+        return self.episodes.vocab_size
+
+    def prompt_records(self) -> list[PromptRecord]:
+        """The prompt of each row's current episode, ``num_envs`` records in row order.
+
+        Raises:
+            ValueError: some row has not been reset yet (it has no prompt).
+        """
+        records = list(self.episodes.records)
+        missing = [i for i, r in enumerate(records) if r is None]
+        if missing:
+            raise ValueError(f"row(s) {missing} have no prompt yet; call reset() first")
+        return records
 
     # -- helpers --------------------------------------------------------------------------------
     def _observations(self) -> dict[str, np.ndarray]:
