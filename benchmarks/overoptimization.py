@@ -30,6 +30,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from tokengym.checks import int_at_least
 from tokengym.envs import TextGenEnv, TextGenVectorEnv, sentiment_prompts
 from tokengym.fileio import atomic_directory
 from tokengym.labeling import label_pairs
@@ -69,10 +70,10 @@ def proxy_settings(proxy: dict[str, Any] | None, tokenizer: Any = DEFAULT_MODEL)
     if settings["backbone"] is None:
         settings["backbone"] = settings["policy_model"]
     for key in ("num_prompts", "k", "epochs"):
-        value = settings[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < (2 if key == "k" else 1):
-            raise ValueError(f"proxy setting {key} must be an integer >= {2 if key == 'k' else 1}, "
-                             f"got {value!r}")
+        # k >= 2: a best-vs-worst pair needs two samples of a prompt. Stored as a plain int so
+        # that a numpy integer hashes into the same cache directory (proxy_dir) as the int.
+        minimum = 2 if key == "k" else 1
+        settings[key] = int_at_least(f"proxy setting {key}", settings[key], minimum)
     return settings
 
 

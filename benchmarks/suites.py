@@ -20,6 +20,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from tokengym.checks import int_at_least, positive_int
+
 
 @dataclass(frozen=True)
 class TaskInfo:
@@ -93,11 +95,8 @@ class Suite:
         if not self.tasks or not self.agents:
             raise ValueError("a suite needs at least one task and one agent")
         for name in ("seeds", "iterations", "num_envs", "eval_episodes", "checkpoint_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.eval_every < 0:
-            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
+            positive_int(name, getattr(self, name))
+        int_at_least("eval_every", self.eval_every, 0)
         return self
 
     def task_env_kwargs(self, task: str) -> dict[str, Any]:

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from tokengym.checks import positive_int
+
 from ..reward_models import RewardModelError, make, reward_model_name, score
 from ..reward_models.base import RewardFn
 from .prompts import FORCED_PROMPT_ID, PromptRecord, PromptSource, to_record
@@ -30,12 +32,6 @@ from .prompts import FORCED_PROMPT_ID, PromptRecord, PromptSource, to_record
 STOP_TOKEN = "stop_token"
 STOP_STRING = "stop_string"
 MAX_NEW_TOKENS = "max_new_tokens"
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 class EpisodeBatch:
@@ -69,9 +65,9 @@ class EpisodeBatch:
         chat_template: bool = False,
         reward_model_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
-        self.num_slots = _positive_int("num_envs", num_slots)
-        self.prompt_len = _positive_int("max_prompt_tokens", max_prompt_tokens)
-        self.max_new_tokens = _positive_int("max_new_tokens", max_new_tokens)
+        self.num_slots = positive_int("num_envs", num_slots)
+        self.prompt_len = positive_int("max_prompt_tokens", max_prompt_tokens)
+        self.max_new_tokens = positive_int("max_new_tokens", max_new_tokens)
         self.seq_len = self.prompt_len + self.max_new_tokens
         self.source = PromptSource(prompts)
         self.reward_model: RewardFn = make(reward_model, **dict(reward_model_kwargs or {}))

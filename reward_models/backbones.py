@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from tokengym.checks import positive_int
 from tokengym.models import (
     BUILTIN_MODELS,
     load_causal_lm,
@@ -25,7 +26,7 @@ from tokengym.models import (
     resolve_dtype,
 )
 
-from .batching import length_sorted_chunks, positive_int
+from .batching import length_sorted_chunks
 
 POOLINGS = ("mean", "last")
 

@@ -14,13 +14,6 @@ from typing import Any
 from .base import RewardModelError, excerpt
 
 
-def positive_int(name: str, value: Any) -> int:
-    """``value`` as an int, or ``ValueError`` saying that ``name`` must be a positive integer."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 def length_sorted_chunks(texts: Sequence[str], batch_size: int) -> list[list[int]]:
     """Indices of ``texts`` in chunks of at most ``batch_size``, each of similar-length texts.
 

@@ -8,9 +8,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from tokengym.checks import positive_int
+
 from .backbones import load_backbone
 from .base import RewardModelError
-from .batching import per_sample, positive_int, sample_error
+from .batching import per_sample, sample_error
 
 
 class EmbeddingSimilarityReward:

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from tokengym.checks import positive_int
 from tokengym.models import load_tokenizer, resolve_device, resolve_dtype
 
-from .batching import length_sorted_chunks, positive_int
+from .batching import length_sorted_chunks
 
 OUTPUTS = ("probability", "logit")
 

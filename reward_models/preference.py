@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from tokengym.checks import positive_int
 from tokengym.fileio import atomic_directory
 from tokengym.models import ModelNotAvailableError, minilm_path
 
 from .backbones import Backbone, load_backbone
-from .batching import positive_int
 
 CONFIG_FILE = "tokengym_reward_model.json"
 WEIGHTS_FILE = "model.safetensors"

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from tokengym.checks import positive_int
+
 from .backbones import load_backbone
-from .batching import positive_int
 from .preference import PreferenceRewardModel
 
 PAIR_KEYS = ("prompt", "chosen", "rejected")

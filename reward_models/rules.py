@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from tokengym.checks import positive_int
+
 from .base import RewardModelError
-from .batching import per_sample, positive_int, sample_error
+from .batching import per_sample, sample_error
 
 _WORD = re.compile(r"\w+(?:['’]\w+)*")
 # An optional sign, digits with optional thousands separators, an optional decimal part.

@@ -19,10 +19,10 @@ import torch
 from tqdm.auto import tqdm
 
 from tokengym.agents.rollout import collect_rollout
+from tokengym.checks import positive_int
 from tokengym.envs import PromptSource, TextGenVectorEnv
 from tokengym.fileio import atomic_write_jsonl
 from tokengym.models import load_causal_lm
-from tokengym.reward_models.batching import positive_int
 
 STRATEGIES = ("best-worst", "all")
 
