@@ -40,12 +40,12 @@ from torch import nn
 from ..models import load_causal_lm
 from .kl_wrapper import KLPenaltyWrapper
 from .rollout import forward_kwarg_names
+from .sb3_agent import SB3_ALGOS  # defined with the config, which must not import SB3
 
 _MODEL_TYPE_ERROR = "model must be a model name/path or a causal LM nn.Module, got {}"
 
 # SB3's rollout buffers hold observations and actions as float32, exact for integers < 2**24.
 _FLOAT32_EXACT = 2**24
-SB3_ALGOS = ("ppo", "a2c")
 
 
 class TokenIdsExtractor(BaseFeaturesExtractor):
