@@ -2,6 +2,7 @@
 
     tokengym bench --suite smoke --out bench/smoke
     tokengym bench --suite quick --tasks Sentiment Length --agents ppo sample --seeds 3 --out DIR
+    tokengym bench --suite quick --env-kwarg max_new_tokens=8 --out DIR   # every task's env
     tokengym bench --suite quick --jobs 2 --out DIR   # two local processes, one thread each
     tokengym bench --suite quick --shard 0/2 --out DIR   # on machine 1 ...
     tokengym bench --suite quick --shard 1/2 --out DIR   # ... and machine 2, sharing DIR
@@ -20,6 +21,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
+import sys
+import warnings
 from typing import Any
 
 from tokengym.benchmarks.perf import run_perf
@@ -27,6 +30,7 @@ from tokengym.benchmarks.report import write_report
 from tokengym.benchmarks.runner import BenchRunner
 from tokengym.benchmarks.scheduler import run_jobs
 from tokengym.benchmarks.suites import Suite, get_suite
+from tokengym.train import parse_env_kwargs
 
 SUITE_NAMES = ("smoke", "quick", "full", "perf")
 
@@ -45,8 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     sizes.add_argument("--num-envs", type=int, help="episodes per training rollout")
     sizes.add_argument("--eval-episodes", type=int, help="held-out episodes per evaluation")
     sizes.add_argument("--eval-every", type=int, help="evaluations during training (gold tasks)")
-    sizes.add_argument("--max-new-tokens", type=int, help="completion budget of every task")
     sizes.add_argument("--device", help="auto, cpu, cuda, ...")
+    parser.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE",
+                        help="env keyword for every task of the suite, e.g. max_new_tokens=8 "
+                             "(VALUE parsed as JSON when it can be; repeatable)")
+    # Deprecated alias of --env-kwarg max_new_tokens=N, accepted for one release (0.1.x).
+    parser.add_argument("--max-new-tokens", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--shard", metavar="K/N", type=parse_shard,
                         help="run only every N-th run starting at the K-th (0-based), so that N "
                              "processes or machines sharing --out split the suite between them")
@@ -71,8 +79,34 @@ def parse_shard(text: str) -> tuple[int, int]:
     return k, n
 
 
+def fold_deprecated(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with ``--max-new-tokens N`` turned into ``--env-kwarg max_new_tokens=N``.
+
+    Warns (``DeprecationWarning`` and a one-line note on stderr, since Python hides the warning
+    outside ``__main__``); ``ValueError`` when both spellings set ``max_new_tokens``. Returns
+    ``args`` itself when there is nothing to fold, so calling it again warns only once.
+    """
+    if args.max_new_tokens is None:
+        return args
+    if "max_new_tokens" in parse_env_kwargs(args.env_kwarg):
+        raise ValueError("both --max-new-tokens (deprecated) and --env-kwarg max_new_tokens=... "
+                         "are given; keep only --env-kwarg")
+    message = (f"--max-new-tokens is deprecated (removed in tokengym 0.2); use "
+               f"--env-kwarg max_new_tokens={args.max_new_tokens}")
+    warnings.warn(message, DeprecationWarning, stacklevel=2)
+    print(f"note: {message}", file=sys.stderr)
+    return argparse.Namespace(**{**vars(args), "max_new_tokens": None,
+                                 "env_kwarg": [f"max_new_tokens={args.max_new_tokens}",
+                                               *args.env_kwarg]})
+
+
 def build_suite(args: argparse.Namespace) -> Suite:
-    """The named suite with the command line's overrides applied (and validated)."""
+    """The named suite with the command line's overrides applied (and validated).
+
+    ``--env-kwarg`` keywords go to every task, under the suite's ``"*"`` env keywords (so a
+    keyword that the suite sets for one task by name stays that task's).
+    """
+    args = fold_deprecated(args)
     suite = get_suite(args.suite)
     changes: dict[str, Any] = {}
     for key in ("model", "seeds", "iterations", "num_envs", "eval_episodes", "eval_every",
@@ -83,9 +117,9 @@ def build_suite(args: argparse.Namespace) -> Suite:
         changes["tasks"] = tuple(args.tasks)
     if args.agents:
         changes["agents"] = tuple(args.agents)
-    if args.max_new_tokens is not None:
+    if args.env_kwarg:
         env_kwargs = {k: dict(v) for k, v in suite.env_kwargs.items()}
-        env_kwargs.setdefault("*", {})["max_new_tokens"] = args.max_new_tokens
+        env_kwargs.setdefault("*", {}).update(parse_env_kwargs(args.env_kwarg))
         changes["env_kwargs"] = env_kwargs
     return dataclasses.replace(suite, **changes).validate()
 
@@ -95,11 +129,17 @@ def command_line(args: argparse.Namespace, out: str) -> str:
     words = ["tokengym", "bench"]
     for key, value in vars(args).items():
         # --shard and --jobs only split the work: the one-process command names the same runs.
-        if key in ("report", "out", "perf_timeout", "shard", "jobs") or value is None or value is False:
+        if (key in ("report", "out", "perf_timeout", "shard", "jobs") or value is None
+                or value is False or value == []):
             continue
-        words.append("--" + key.replace("_", "-"))
-        if value is not True:
-            words += [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+        flag = "--" + key.replace("_", "-")
+        if key == "env_kwarg":  # repeatable: one flag per keyword
+            words += [word for item in value for word in (flag, item)]
+        elif value is True:
+            words.append(flag)
+        else:
+            words += [flag, *([str(v) for v in value] if isinstance(value, (list, tuple))
+                              else [str(value)])]
     return " ".join(shlex.quote(w) for w in [*words, "--out", out])
 
 
@@ -124,6 +164,7 @@ def run(args: argparse.Namespace, name: str) -> int:
         print(f"wrote {run_perf(out, model=args.model, timeout=args.perf_timeout)}")
         return 0
     try:
+        args = fold_deprecated(args)  # before the command line is recorded: the new spelling
         suite = build_suite(args)
     except ValueError as exc:
         raise SystemExit(f"invalid suite settings: {exc}") from None
