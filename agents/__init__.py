@@ -1,8 +1,9 @@
 """RL agents that learn through a tokengym vector env's ``reset``/``step``.
 
-``PPOAgent``, ``PPOConfig``, the agent registry (``AGENTS``, ``AgentSpec``, ``make_agent``) and
-the baselines are importable from here; the import is lazy so that
-``import tokengym.agents.rollout`` stays light. See ``docs/agents.md``.
+``PPOAgent``, ``PPOConfig``, the agent registry (``AGENTS``, ``AgentSpec``, ``register``,
+``available``, ``make_agent``; see :mod:`tokengym.agents.registry`) and the baselines are
+importable from here; the import is lazy so that ``import tokengym.agents.rollout`` stays light.
+See ``docs/agents.md``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 _LAZY = {"PPOAgent": "ppo", "PPOConfig": "ppo_config", "ActorCritic": "policy",
          "AGENTS": "registry", "AgentSpec": "registry", "make_agent": "registry",
+         "register": "registry", "available": "registry",
          "ReinforceAgent": "reinforce", "RLOOAgent": "rloo", "GRPOAgent": "grpo",
          "A2CAgent": "a2c", "BestOfNAgent": "inference", "SampleAgent": "inference",
          "GreedyAgent": "inference"}

@@ -4,6 +4,7 @@ prompt groups through the env, best-of-N's analytic KL, the registry and config 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,6 +77,18 @@ def test_registry_lists_every_agent_with_a_valid_default_config() -> None:
         assert config.num_envs >= 1 and hasattr(config, "seed") and hasattr(config, "temperature")
     assert AGENTS["a2c"].uses_value_head and not AGENTS["grpo"].uses_value_head
     assert not AGENTS["best-of-n"].trainable and AGENTS["rloo"].uses_reference
+    # The "Agents" tables of the README and docs/agents.md are these specs, row by row (the
+    # reference column may add a note after yes/no, as the SB3 rows do).
+    root = Path(__file__).resolve().parents[1]
+    for doc in (root / "README.md", root / "docs" / "agents.md"):
+        section = doc.read_text(encoding="utf-8").rsplit("# Agents\n", 1)[1].split("\n#", 1)[0]
+        rows = [line for line in section.splitlines() if line.startswith("| `")]
+        assert len(rows) == len(AGENTS), doc
+        for row, s in zip(rows, AGENTS.values()):
+            yes = {True: "yes", False: "no"}
+            expected = (f"| `{s.name}` | {s.family} | {s.samples_per_prompt} | "
+                        f"{yes[s.uses_value_head]} | {yes[s.uses_reference]}")
+            assert row.startswith(expected), (doc.name, row, expected)
 
 
 @pytest.mark.parametrize("name, overrides, match", [
