@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .advantages import gae, masked_mean, shaped_rewards, whiten
-from .agent_config import CriticConfig
-from .policy import entropy_from_logp
-from .policy_gradient import PGBatch, PolicyGradientAgent
+from tokengym.agents.advantages import gae, masked_mean, shaped_rewards, whiten
+from tokengym.agents.agent_config import CriticConfig
+from tokengym.agents.base import Batch, TrainableAgent
+from tokengym.agents.policy import entropy_from_logp
 
 
 @dataclass
@@ -33,12 +33,12 @@ class A2CConfig(CriticConfig):
         return self
 
 
-class A2CAgent(PolicyGradientAgent):
+class A2CAgent(TrainableAgent):
     """A2C on a tokengym vector env (see the module docstring)."""
 
     uses_value_head = True
 
-    def advantages(self, b: PGBatch) -> dict[str, float]:
+    def advantages(self, b: Batch) -> dict[str, float]:
         cfg = self.config
         rewards, _ = shaped_rewards(b.scores, b.logprobs, b.ref_logprobs, b.mask,
                                     self.kl_controller.beta, cfg.kl_estimator)
@@ -49,7 +49,7 @@ class A2CAgent(PolicyGradientAgent):
         return {"return_mean": float(masked_mean(returns, b.mask)),
                 "value_mean": float(masked_mean(b.values, b.mask))}
 
-    def update(self, b: PGBatch) -> dict[str, float]:
+    def update(self, b: Batch) -> dict[str, float]:
         cfg = self.config
 
         def loss_fn(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -61,5 +61,4 @@ class A2CAgent(PolicyGradientAgent):
                      "entropy": entropy.detach()}
             return pg + cfg.vf_coef * v_loss - cfg.ent_coef * entropy, stats
 
-        rows = torch.arange(b.mask.shape[0], device=b.mask.device)
-        return self.gradient_step(b, rows, cfg.grad_accum_steps, loss_fn)
+        return self.optimize(b, loss_fn)

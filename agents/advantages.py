@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .kl import kl_per_token
+from tokengym.agents.kl import kl_per_token
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -52,7 +52,7 @@ def shaped_rewards(
     ref_logprobs: torch.Tensor,
     mask: torch.Tensor,
     beta: float,
-    estimator: str = "k1",
+    kl_estimator: str = "k1",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token rewards ``r_t = -beta * KL_t``, plus ``scores`` at each episode's last token.
 
@@ -61,12 +61,12 @@ def shaped_rewards(
         logprobs, ref_logprobs: ``(N, G)`` policy and reference log-probs of the sampled tokens.
         mask: ``(N, G)`` bool.
         beta: KL coefficient.
-        estimator: ``"k1"`` or ``"k3"``.
+        kl_estimator: ``"k1"`` or ``"k3"``.
 
     Returns:
         ``(rewards (N, G), kl (N, G))``, both 0 outside ``mask``.
     """
-    kl = torch.where(mask, kl_per_token(logprobs, ref_logprobs, estimator), 0.0)
+    kl = torch.where(mask, kl_per_token(logprobs, ref_logprobs, kl_estimator), 0.0)
     rewards = -beta * kl
     last = last_step_index(mask)
     has_steps = mask.any(-1)

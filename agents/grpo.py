@@ -18,11 +18,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .agent_config import PGConfig
-from .groups import group_normalized_advantages
-from .kl import kl_per_token
-from .policy import entropy_from_logp
-from .policy_gradient import PGBatch, PolicyGradientAgent
+from tokengym.agents.agent_config import PGConfig
+from tokengym.agents.base import Batch, TrainableAgent
+from tokengym.agents.groups import group_normalized_advantages
+from tokengym.agents.kl import kl_per_token
+from tokengym.agents.policy import entropy_from_logp
+from tokengym.agents.ppo import clipped_surrogate
 
 
 @dataclass
@@ -36,8 +37,9 @@ class GRPOConfig(PGConfig):
     num_minibatches: int = 1
     # Clip range epsilon of the ratio, as in PPO.
     clip_range: float = 0.2
-    # Divide by the group's std (False: centre only, "Dr. GRPO").
-    scale_rewards: bool = True
+    # Divide by the group's std (False: centre only, "Dr. GRPO"). The group mean is GRPO's
+    # baseline, so advantages are always centred.
+    whiten_advantages: bool = True
     # GRPO's KL is the k3 estimator, in the loss (beta weighs it; PGConfig's default 0.05).
     kl_estimator: str = "k3"
 
@@ -53,39 +55,30 @@ class GRPOConfig(PGConfig):
         return self
 
 
-class GRPOAgent(PolicyGradientAgent):
+class GRPOAgent(TrainableAgent):
     """GRPO on a tokengym vector env (see the module docstring)."""
 
-    def advantages(self, b: PGBatch) -> dict[str, float]:
-        adv = group_normalized_advantages(b.scores, self.group_size, self.config.scale_rewards)
+    def advantages(self, b: Batch) -> dict[str, float]:
+        adv = group_normalized_advantages(b.scores, self.group_size,
+                                          self.config.whiten_advantages)
         b.advantages = adv[:, None] * b.mask
         return {"advantage_std": float(adv.std())}
 
-    def update(self, b: PGBatch) -> dict[str, float]:
+    def update(self, b: Batch) -> dict[str, float]:
         cfg, beta = self.config, self.kl_controller.beta
-        n = b.mask.shape[0]
 
         def loss_fn(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             logprobs, logp, _ = self.policy_forward(b, idx)
-            adv, mask = b.advantages[idx], b.mask[idx]
-            ratio = torch.where(mask, logprobs - b.logprobs[idx], 0.0).exp()
-            pg = torch.max(-adv * ratio,
-                           -adv * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range))
-            # k3 of the current policy vs the reference: gradient pulls towards the reference.
-            kl = kl_per_token(logprobs, b.ref_logprobs[idx], "k3")
+            mask = b.mask[idx]
+            pg, stats = clipped_surrogate(b.advantages[idx],
+                                          torch.where(mask, logprobs - b.logprobs[idx], 0.0),
+                                          cfg.clip_range)
+            # k3 of the current policy vs the reference: its gradient pulls towards the
+            # reference. The log-ratio is masked BEFORE k3's exp: a padded position's log-prob
+            # can be very negative, and exp overflow there would make the gradient NaN.
+            kl = kl_per_token(torch.where(mask, logprobs, 0.0), b.ref_logprobs[idx], "k3")
             entropy = entropy_from_logp(logp)
-            stats = {"policy_loss": pg.detach(), "kl_loss": kl.detach(),
-                     "entropy": entropy.detach(),
-                     "clip_fraction": ((ratio - 1).abs() > cfg.clip_range).float()}
+            stats.update(policy_loss=pg.detach(), kl_loss=kl.detach(), entropy=entropy.detach())
             return pg + beta * kl - cfg.ent_coef * entropy, stats
 
-        totals: dict[str, float] = {}
-        steps = 0
-        for _ in range(cfg.epochs):
-            perm = torch.randperm(n, generator=self.shuffle_generator).to(b.mask.device)
-            for rows in perm.split(n // cfg.num_minibatches):
-                for key, value in self.gradient_step(b, rows, cfg.grad_accum_steps,
-                                                     loss_fn).items():
-                    totals[key] = totals.get(key, 0.0) + value
-                steps += 1
-        return {key: value / steps for key, value in totals.items()}
+        return self.optimize(b, loss_fn, cfg.epochs, cfg.num_minibatches)

@@ -18,25 +18,25 @@ KL_ESTIMATORS = ("k1", "k3")
 
 
 def kl_per_token(
-    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k1"
+    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kl_estimator: str = "k1"
 ) -> torch.Tensor:
     """Per-token KL estimate of the sampled tokens.
 
     Args:
         logprobs: ``(N, G)`` log pi of each sampled token.
         ref_logprobs: ``(N, G)`` log ref of the same tokens.
-        estimator: ``"k1"`` or ``"k3"``.
+        kl_estimator: ``"k1"`` or ``"k3"``.
 
     Returns:
         ``(N, G)`` estimates (exactly 0 where the two log-probs are equal). Callers mask padding.
     """
     log_ratio = logprobs - ref_logprobs
-    if estimator == "k1":
+    if kl_estimator == "k1":
         return log_ratio
-    if estimator == "k3":
+    if kl_estimator == "k3":
         # expm1 keeps precision when d is tiny: exp(-d) - 1 + d = expm1(-d) + d.
         return torch.expm1(-log_ratio) + log_ratio
-    raise ValueError(f"kl_estimator={estimator!r}; accepted: {KL_ESTIMATORS}")
+    raise ValueError(f"kl_estimator={kl_estimator!r}; accepted: {KL_ESTIMATORS}")
 
 
 class FixedKLController:
@@ -58,40 +58,42 @@ class FixedKLController:
 class AdaptiveKLController:
     """Ziegler et al. (2019)'s proportional controller for ``beta``.
 
-    After each rollout, with ``e = clip(current_kl / target_kl - 1, -0.2, 0.2)``::
+    After each rollout, with ``e = clip(current_kl / target - 1, -0.2, 0.2)``::
 
         beta <- beta * (1 + e * n_episodes / horizon)
 
-    so beta grows while the KL per episode is above ``target_kl`` and shrinks while below;
-    ``horizon`` (in episodes) sets how fast.
+    so beta grows while the KL per episode is above ``target`` (config ``adaptive_kl_target``)
+    and shrinks while below; ``horizon`` (``adaptive_kl_horizon``, in episodes) sets how fast.
     """
 
-    def __init__(self, beta: float, target_kl: float, horizon: int) -> None:
-        if target_kl <= 0 or horizon <= 0:
-            raise ValueError(f"target_kl and horizon must be > 0, got {target_kl}, {horizon}")
+    def __init__(self, beta: float, target: float, horizon: int) -> None:
+        if target <= 0 or horizon <= 0:
+            raise ValueError(f"adaptive_kl_target and adaptive_kl_horizon must be > 0, got "
+                             f"{target}, {horizon}")
         self.beta = float(beta)
-        self.target_kl = float(target_kl)
+        self.target = float(target)
         self.horizon = int(horizon)
 
     def update(self, current_kl: float, n_episodes: int) -> None:
         """Move beta given the rollout's mean KL per episode (nats) and its episode count."""
-        error = min(max(current_kl / self.target_kl - 1.0, -0.2), 0.2)
+        error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
         self.beta *= 1.0 + error * n_episodes / self.horizon
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": "adaptive", "beta": self.beta, "target_kl": self.target_kl,
+        return {"kind": "adaptive", "beta": self.beta, "target": self.target,
                 "horizon": self.horizon}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.beta = float(state["beta"])
-        self.target_kl = float(state["target_kl"])
+        # "target_kl": the key of checkpoints written by tokengym 0.1.0.
+        self.target = float(state["target"] if "target" in state else state["target_kl"])
         self.horizon = int(state["horizon"])
 
 
-def make_kl_controller(
-    beta: float, adaptive: bool = False, target_kl: float = 6.0, horizon: int = 10000
-) -> FixedKLController | AdaptiveKLController:
-    """The controller a config asks for."""
-    if adaptive:
-        return AdaptiveKLController(beta, target_kl, horizon)
-    return FixedKLController(beta)
+def make_kl_controller(config: Any) -> FixedKLController | AdaptiveKLController:
+    """The controller ``config`` asks for (fields ``beta``, ``adaptive_kl``,
+    ``adaptive_kl_target``, ``adaptive_kl_horizon``)."""
+    if config.adaptive_kl:
+        return AdaptiveKLController(config.beta, config.adaptive_kl_target,
+                                    config.adaptive_kl_horizon)
+    return FixedKLController(config.beta)

@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .advantages import shaped_rewards, whiten
-from .agent_config import PGConfig
-from .policy_gradient import PGBatch, PolicyGradientAgent, token_mean
+from tokengym.agents.advantages import shaped_rewards, whiten
+from tokengym.agents.agent_config import PGConfig
+from tokengym.agents.base import Batch, TrainableAgent, token_mean
 
 
 @dataclass
@@ -36,14 +36,14 @@ class ReinforceConfig(PGConfig):
         return self
 
 
-class ReinforceAgent(PolicyGradientAgent):
+class ReinforceAgent(TrainableAgent):
     """REINFORCE on a tokengym vector env; one update per rollout (see the module docstring)."""
 
     def __init__(self, envs: Any, policy: Any, config: ReinforceConfig) -> None:
         super().__init__(envs, policy, config)
         self.baseline: float | None = None
 
-    def advantages(self, b: PGBatch) -> dict[str, float]:
+    def advantages(self, b: Batch) -> dict[str, float]:
         rewards, _ = shaped_rewards(b.scores, b.logprobs, b.ref_logprobs, b.mask,
                                     self.kl_controller.beta, self.config.kl_estimator)
         # Reward-to-go: reversed cumulative sum over each row's steps (0 outside the mask).
@@ -56,7 +56,7 @@ class ReinforceAgent(PolicyGradientAgent):
         b.advantages, b.returns = adv, returns
         return {"return_mean": episode_return, "baseline": baseline}
 
-    def update(self, b: PGBatch) -> dict[str, float]:
+    def update(self, b: Batch) -> dict[str, float]:
         out = super().update(b)  # the vanilla policy-gradient step
         # The baseline moves after the update, so this rollout was judged against the past only.
         cfg, mean_return = self.config, float(b.returns[:, 0].mean())

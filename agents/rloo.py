@@ -4,7 +4,7 @@ Each episode's reward is its KL-shaped sequence reward ``R_i = score_i - beta * 
 its baseline is the mean reward of the OTHER k - 1 samples of the same prompt, so
 ``A_i = R_i - mean_{j != i} R_j`` (:func:`~tokengym.agents.groups.leave_one_out_advantages`),
 applied to every token of the episode. One vanilla policy-gradient step per rollout
-(:meth:`PolicyGradientAgent.update`). The env's rows come in groups of k that share a prompt
+(:meth:`~tokengym.agents.base.TrainableAgent.update`). The env's rows come in groups of k that share a prompt
 (:class:`~tokengym.agents.groups.PromptGroups`): ``num_envs = prompts x samples_per_prompt``.
 """
 
@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .agent_config import PGConfig
-from .groups import leave_one_out_advantages
-from .policy_gradient import PGBatch, PolicyGradientAgent
+from tokengym.agents.advantages import whiten
+from tokengym.agents.agent_config import PGConfig
+from tokengym.agents.base import Batch, TrainableAgent
+from tokengym.agents.groups import leave_one_out_advantages
 
 
 @dataclass
@@ -23,8 +24,9 @@ class RLOOConfig(PGConfig):
 
     # k: samples of each prompt per rollout; num_envs must be a multiple of it.
     samples_per_prompt: int = 4
-    # Divide advantages by their std over the rollout (scale only; RLOO's mean is already ~0).
-    normalize_advantages: bool = False
+    # Normalise advantages to zero mean / unit std over the rollout's episodes (leave-one-out
+    # advantages already have zero mean, so this only rescales them).
+    whiten_advantages: bool = False
 
     def validate(self) -> RLOOConfig:
         super().validate()
@@ -32,13 +34,13 @@ class RLOOConfig(PGConfig):
         return self
 
 
-class RLOOAgent(PolicyGradientAgent):
+class RLOOAgent(TrainableAgent):
     """RLOO on a tokengym vector env (see the module docstring)."""
 
-    def advantages(self, b: PGBatch) -> dict[str, float]:
+    def advantages(self, b: Batch) -> dict[str, float]:
         rewards = b.scores - self.kl_controller.beta * b.kl.sum(-1)  # (N,) KL-shaped
         adv = leave_one_out_advantages(rewards, self.group_size)
-        if self.config.normalize_advantages:
-            adv = adv / (adv.std() + 1e-8)
+        if self.config.whiten_advantages:
+            adv = whiten(adv)
         b.advantages = adv[:, None] * b.mask  # (N, g): the episode's advantage on every token
         return {"return_mean": float(rewards.mean()), "advantage_std": float(adv.std())}

@@ -25,8 +25,9 @@ import gymnasium as gym
 import torch
 
 import tokengym  # noqa: F401  (registers the env ids)
+from tokengym.agents.base import trim_columns
 from tokengym.agents.policy import token_logprobs
-from tokengym.agents.ppo import PPOAgent, trim_columns
+from tokengym.agents.ppo import PPOAgent
 from tokengym.agents.ppo_config import PPOConfig
 from tokengym.agents.rollout import collect_rollout
 from tokengym.models import DEFAULT_MODEL, load_causal_lm, load_tokenizer

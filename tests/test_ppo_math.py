@@ -74,14 +74,14 @@ def test_whiten_uses_only_masked_entries() -> None:
 
 
 def test_adaptive_controller_moves_beta_towards_target() -> None:
-    ctl = AdaptiveKLController(beta=0.1, target_kl=6.0, horizon=100)
+    ctl = AdaptiveKLController(beta=0.1, target=6.0, horizon=100)
     ctl.update(current_kl=12.0, n_episodes=10)  # above target: error clipped to +0.2
     assert ctl.beta == pytest.approx(0.1 * (1 + 0.2 * 10 / 100))
     high = ctl.beta
     ctl.update(current_kl=5.4, n_episodes=10)  # below target: error -0.1
     assert ctl.beta == pytest.approx(high * (1 - 0.1 * 10 / 100))
     state = ctl.state_dict()
-    other = AdaptiveKLController(beta=1.0, target_kl=1.0, horizon=1)
+    other = AdaptiveKLController(beta=1.0, target=1.0, horizon=1)
     other.load_state_dict(state)
     assert other.state_dict() == state
 
