@@ -1,7 +1,8 @@
 """Config dataclasses shared by the trainable agents (one name and one meaning per setting).
 
 - :class:`ConfigMixin`: ``field_names``/``to_dict``/``from_dict`` (unknown keys raise
-  ``ValueError``) and small validation helpers;
+  ``ValueError``; the renamed keys of :data:`RENAMED` are accepted with a ``DeprecationWarning``)
+  and small validation helpers;
 - :class:`PGConfig`: the fields every trainable agent has, each with its meaning and default
   (``seed``, ``num_envs``, ``temperature``, ``lr``, ``beta``, ``kl_estimator``...); PPOConfig and
   the baselines' configs derive from it and add their own.
@@ -10,12 +11,52 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from .kl import KL_ESTIMATORS
+from tokengym.agents.kl import KL_ESTIMATORS
+from tokengym.checks import positive_int
 
 DTYPES = ("float32", "bfloat16", "float16")
+
+# Old config keys -> their one name now (docs/glossary.md). Accepted, with a DeprecationWarning,
+# in from_dict (TOML files, run directories written by 0.1.0) until tokengym 0.3.
+RENAMED: dict[str, str] = {
+    "whiten_rewards": "scale_scores",
+    "normalize_advantages": "whiten_advantages",  # RLOO
+    "scale_rewards": "whiten_advantages",  # GRPO
+    "target_kl": "adaptive_kl_target",  # frees `target_kl` for PPO's approx-KL early stop
+    "horizon": "adaptive_kl_horizon",
+}
+
+
+class TokengymDeprecationWarning(DeprecationWarning):
+    """An old name that still works for now; shown by default, since configs and flags are
+    written by the users who need to see it (plain DeprecationWarnings are hidden outside
+    ``__main__``)."""
+
+
+warnings.simplefilter("default", TokengymDeprecationWarning)
+
+# Run bookkeeping that 0.1.0 kept in the agent configs; now in tokengym.agents.loop.RunConfig.
+RUN_SETTINGS = ("checkpoint_every", "keep_checkpoints", "num_samples")
+
+
+def rename_deprecated(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """``values`` with every old key of :data:`RENAMED` under its new name (a
+    ``DeprecationWarning`` per old key); ``ValueError`` when both names are given."""
+    out = dict(values)
+    for old, new in RENAMED.items():
+        if old in out:
+            if new in out:
+                raise ValueError(f"{where}: both {old!r} (its old name) and {new!r} are set; "
+                                 f"keep only {new!r}")
+            warnings.warn(f"{where}: {old!r} is deprecated, use {new!r} (docs/glossary.md); the "
+                          "old name is accepted until tokengym 0.3", TokengymDeprecationWarning,
+                          stacklevel=3)
+            out[new] = out.pop(old)
+    return out
 
 
 class ConfigMixin:
@@ -28,9 +69,19 @@ class ConfigMixin:
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.field_names()}
 
+    # Fields that cannot change when a run resumes (they shape the model, the optimizer's state
+    # or the rollout stream); `tokengym train --resume DIR --FIELD X` is refused for them.
+    FIXED_ON_RESUME: ClassVar[tuple[str, ...]] = ()
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Any:
-        """Build from a plain dict (TOML, JSON); unknown keys raise ``ValueError``."""
+        """Build from a plain dict (TOML, JSON); unknown keys raise ``ValueError``; the old
+        names of :data:`RENAMED` are accepted with a ``DeprecationWarning``."""
+        values = rename_deprecated(values, cls.__name__)
+        moved = sorted(set(values) & set(RUN_SETTINGS) - set(cls.field_names()))
+        if moved:
+            raise ValueError(f"{moved} are run settings (tokengym.agents.loop.RunConfig, TOML keys "
+                             f"at the top level), not {cls.__name__} fields")
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
             raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; accepted: "
@@ -39,9 +90,7 @@ class ConfigMixin:
 
     def _check_positive_ints(self, *names: str) -> None:
         for name in names:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            positive_int(name, getattr(self, name))
 
     def _check_groups(self, name: str = "samples_per_prompt", minimum: int = 2) -> None:
         """``name`` (k) is an int >= ``minimum`` and ``num_envs`` a multiple of it."""
@@ -86,7 +135,7 @@ class PGConfig(ConfigMixin):
 
     # -- rewards -----------------------------------------------------------------------------
     # Rescale the env's scores to unit std per rollout (mean kept) before anything else.
-    whiten_rewards: bool = False
+    scale_scores: bool = False
     # Added to the score of episodes that end without a stop token (truncated); None = no penalty.
     # Typically negative, e.g. -1.0.
     no_stop_penalty: float | None = None
@@ -99,9 +148,9 @@ class PGConfig(ConfigMixin):
     # Adapt beta with the Ziegler et al. (2019) proportional controller.
     adaptive_kl: bool = False
     # The controller's set point: the wanted KL per episode (sum over its tokens), in nats.
-    target_kl: float = 6.0
+    adaptive_kl_target: float = 6.0
     # The controller's time constant, in episodes.
-    horizon: int = 10000
+    adaptive_kl_horizon: int = 10000
 
     # -- model -------------------------------------------------------------------------------
     # Train LoRA adapters (peft) instead of all weights; the reference is then the base model
@@ -117,20 +166,13 @@ class PGConfig(ConfigMixin):
     # "cpu", "cuda", ... or "auto" (CUDA when available).
     device: str = "auto"
 
-    # -- bookkeeping (not hyperparameters of the update itself) ------------------------------
-    # Write a checkpoint every this many iterations (tokengym train).
-    checkpoint_every: int = 10
-    # Checkpoints kept on disk (older ones are deleted).
-    keep_checkpoints: int = 2
-    # Episodes in the before/after sample table.
-    num_samples: int = 4
+    FIXED_ON_RESUME: ClassVar[tuple[str, ...]] = (
+        "seed", "num_envs", "lora", "lora_r", "lora_alpha", "lora_dropout",
+        "lora_target_modules", "dtype")
 
     def validate(self) -> Any:
         """Raise ``ValueError`` naming the bad value and the fix; returns ``self``."""
-        self._check_positive_ints("num_envs", "grad_accum_steps", "horizon", "lora_r",
-                                  "checkpoint_every", "keep_checkpoints")
-        if self.num_samples < 0:
-            raise ValueError(f"num_samples must be >= 0, got {self.num_samples}")
+        self._check_positive_ints("num_envs", "grad_accum_steps", "adaptive_kl_horizon", "lora_r")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0 to train (log-probs of greedy decoding "
                              f"are undefined), got {self.temperature}")
@@ -141,9 +183,9 @@ class PGConfig(ConfigMixin):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"kl_estimator={self.kl_estimator!r}; accepted: {KL_ESTIMATORS}")
-        if self.adaptive_kl and self.target_kl <= 0:
-            raise ValueError(
-                f"adaptive_kl needs target_kl > 0, got {self.target_kl}; set a positive target")
+        if self.adaptive_kl and self.adaptive_kl_target <= 0:
+            raise ValueError(f"adaptive_kl needs adaptive_kl_target > 0, got "
+                             f"{self.adaptive_kl_target}; set a positive target")
         if self.adaptive_kl and self.beta == 0:
             raise ValueError("adaptive_kl with beta=0 can never move beta (it is multiplicative); "
                              "start from beta > 0, e.g. 0.05")
@@ -174,6 +216,8 @@ class CriticConfig(PGConfig):
     # "shared": a scalar value head on the policy's last hidden state (one trunk);
     # "separate": a second copy of the LM trunk with its own value head.
     value_model: str = "shared"
+
+    FIXED_ON_RESUME: ClassVar[tuple[str, ...]] = (*PGConfig.FIXED_ON_RESUME, "value_model")
 
     def validate(self) -> Any:
         super().validate()

@@ -20,7 +20,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +27,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from tokengym.fileio import atomic_directory, atomic_write_text
+
 LATEST = "LATEST"
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def save_checkpoint(
@@ -52,9 +44,7 @@ def save_checkpoint(
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     name = f"iter_{agent.iteration:06d}"
-    final = root / name
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
-    try:
+    with atomic_directory(root / name) as tmp:  # re-saving an iteration replaces it whole
         weights = {k: v.contiguous().cpu() for k, v in agent.policy.trainable_state_dict().items()}
         save_file(weights, tmp / "weights.safetensors")
         torch.save(agent.optimizer.state_dict(), tmp / "optimizer.pt")
@@ -72,13 +62,8 @@ def save_checkpoint(
             "metadata": metadata or {},
         }
         (tmp / "state.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
-        if final.exists():  # re-saving the same iteration (e.g. Ctrl-C right after a save)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _write_text_atomic(root / LATEST, name)
+    final = root / name
+    atomic_write_text(root / LATEST, name)
     old = sorted(p for p in root.glob("iter_*") if p.is_dir() and p.name != name)
     for path in old[: max(0, len(old) - (keep - 1))]:
         shutil.rmtree(path, ignore_errors=True)

@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
-from .agent_config import DTYPES, ConfigMixin
-from .groups import PromptGroups, group_view, select_rows
-from .policy import ActorCritic
-from .rollout import Rollout, collect_rollout
+from tokengym.agents.agent_config import DTYPES, ConfigMixin
+from tokengym.agents.groups import PromptGroups, group_view, select_rows
+from tokengym.agents.policy import ActorCritic
+from tokengym.agents.rollout import Rollout, collect_rollout
 
 
 @dataclass
@@ -39,15 +39,11 @@ class SampleConfig(ConfigMixin):
     # Parameter dtype and device ("auto": CUDA when available).
     dtype: str = "float32"
     device: str = "auto"
-    # Episodes in the sample table written by tokengym train.
-    num_samples: int = 4
 
     def validate(self) -> Any:
         self._check_positive_ints("num_envs")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if self.num_samples < 0:
-            raise ValueError(f"num_samples must be >= 0, got {self.num_samples}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r}; accepted: {DTYPES}")
         return self

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tokengym.fileio import atomic_write_jsonl
+
 PLOTTED = ("reward_mean", "kl_mean", "beta", "entropy", "value_loss")
 
 
@@ -34,7 +36,7 @@ class MetricsLogger:
         self.path = self.out_dir / "metrics.jsonl"
         if start_iteration is not None and self.path.exists():
             kept = [r for r in read_metrics(self.path) if r.get("iteration", 0) <= start_iteration]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+            atomic_write_jsonl(self.path, kept)  # a kill here must not lose the history
         self._file = self.path.open("a", encoding="utf-8")
         self._writer = None
         if tensorboard:

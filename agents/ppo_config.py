@@ -1,7 +1,7 @@
 """``PPOConfig``: every hyperparameter of the token-level PPO agent, with its meaning and default.
 
 The fields every trainable agent shares (seed, num_envs, temperature, lr, beta, kl_estimator,
-LoRA, dtype, bookkeeping...) are declared once, with their meanings, in
+LoRA, dtype...) are declared once, with their meanings, in
 :class:`~tokengym.agents.agent_config.PGConfig`, the critic's (gamma, lam, vf_coef,
 value_model...) in :class:`~tokengym.agents.agent_config.CriticConfig`; this class adds PPO's
 own. Names follow ``docs/glossary.md``. Each field is settable from ``tokengym train`` flags
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .agent_config import DTYPES, VALUE_MODELS, CriticConfig
-from .kl import KL_ESTIMATORS
+from tokengym.agents.agent_config import DTYPES, VALUE_MODELS, CriticConfig
+from tokengym.agents.kl import KL_ESTIMATORS
 
 __all__ = ["DTYPES", "KL_ESTIMATORS", "VALUE_MODELS", "PPOConfig"]
 

@@ -42,8 +42,6 @@ class SB3Config(ConfigMixin):
     # Discount and GAE lambda (SB3 gamma, gae_lambda).
     gamma: float = 1.0
     lam: float = 0.95
-    # Episodes in the sample table (unused by SB3; kept for the CLI's common flags).
-    num_samples: int = 0
 
     def validate(self) -> SB3Config:
         if self.algo not in SB3_ALGOS:

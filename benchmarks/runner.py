@@ -23,17 +23,24 @@ import json
 import os
 import platform
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
-from .evaluate import distinct_n, evaluate_policy, sequence_logprobs
-from .suites import TASKS, Suite
+import tokengym.envs  # noqa: F401  (registers the env ids)
+from tokengym.agents.checkpoint import LATEST
+from tokengym.agents.loop import RunConfig, train_loop
+from tokengym.agents.registry import config_class, get_spec, make_agent
+from tokengym.benchmarks.evaluate import distinct_n, evaluate_policy, sequence_logprobs
+from tokengym.benchmarks.suites import TASKS, Suite
+from tokengym.fileio import atomic_write_json
+from tokengym.models import load_causal_lm, load_tokenizer
+from tokengym.reward_models import make, score
 
 Log = Callable[[str], None]
 
@@ -42,27 +49,13 @@ def run_dir(out: Path, task: str, agent: str, seed: int) -> Path:
     return Path(out) / "runs" / task / agent / f"seed{seed}"
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; results are ordinary files
-    os.replace(tmp, path)
-
-
 def agent_trainable(name: str) -> bool:
     """Whether agent ``name`` trains (registry spec); ``ValueError`` for unknown names."""
-    from tokengym.agents.registry import check_agent_name
-
-    return check_agent_name(name).trainable
+    return get_spec(name).trainable
 
 
 def eval_group_size(name: str, overrides: dict[str, Any]) -> int:
     """Samples an untrained agent draws per evaluation prompt (best-of-n's N, else 1)."""
-    from tokengym.agents.registry import config_class
-
     default = getattr(config_class(name)(), "samples_per_prompt", 1)
     return int(overrides.get("samples_per_prompt", default))
 
@@ -70,8 +63,6 @@ def eval_group_size(name: str, overrides: dict[str, Any]) -> int:
 def complete_metrics(metrics: dict[str, float], rollout: Any, reference: torch.nn.Module,
                      envs: Any, gold: str | None) -> dict[str, float]:
     """Fill in what an agent's own ``evaluate`` may not report, from its rollout."""
-    from tokengym.reward_models import make, score
-
     out = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
     completions = [info.get("completion", "") for info in rollout.infos]
     if "ref_perplexity" not in out:
@@ -88,14 +79,6 @@ def complete_metrics(metrics: dict[str, float], rollout: Any, reference: torch.n
         prompts = [info.get("prompt", "") for info in rollout.infos]
         out["gold_reward_mean"] = float(np.mean(score(make(gold), prompts, completions)[0]))
     return out
-
-
-def _read_jsonl(path: Path, max_iteration: int) -> list[dict[str, Any]]:
-    from tokengym.agents.logging import read_metrics
-
-    if not path.exists():
-        return []
-    return [r for r in read_metrics(path) if r.get("iteration", 0) <= max_iteration]
 
 
 class BenchRunner:
@@ -143,7 +126,7 @@ class BenchRunner:
         for agent in self.suite.agents:
             agent_trainable(agent)  # unknown names fail before anything runs
         self.out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.out / "bench.json", self.metadata())
+        atomic_write_json(self.out / "bench.json", self.metadata(), sort_keys=True)
         counts = {"ran": 0, "skipped": 0}
         runs = self.runs()
         k, n_shards = self.shard
@@ -193,11 +176,6 @@ class BenchRunner:
 
     def make_envs(self, task: str, num_envs: int, split: str) -> Any:
         """The task's native vector env on ``split`` with the suite's env keywords (cached)."""
-        import gymnasium as gym
-
-        import tokengym  # noqa: F401  (registers the env ids)
-        from tokengym.models import load_tokenizer
-
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(self.suite.model)
         kwargs = self.suite.task_env_kwargs(task)
@@ -212,8 +190,6 @@ class BenchRunner:
 
     def fresh_lm(self) -> torch.nn.Module:
         """A fresh copy of the suite's model (loaded once, copied per run)."""
-        from tokengym.models import load_causal_lm
-
         if self._base_lm is None:
             self._base_lm = load_causal_lm(self.suite.model, device=self._device())
         return copy.deepcopy(self._base_lm)
@@ -231,11 +207,11 @@ class BenchRunner:
         return complete_metrics(metrics, rollout, lm, envs, gold)
 
     def run_one(self, task: str, agent_name: str, seed: int) -> dict[str, Any]:
-        """Train (or resume) and evaluate one run; writes and returns its ``eval.json``."""
-        from tokengym.agents.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-        from tokengym.agents.logging import MetricsLogger
-        from tokengym.agents.registry import make_agent
+        """Train (or resume) and evaluate one run; writes and returns its ``eval.json``.
 
+        Training goes through :func:`~tokengym.agents.loop.train_loop`, the loop of
+        ``tokengym train``; a Ctrl-C there checkpoints and raises ``KeyboardInterrupt`` here.
+        """
         s, where = self.suite, run_dir(self.out, task, agent_name, seed)
         where.mkdir(parents=True, exist_ok=True)
         gold, trainable = TASKS[task].gold, agent_trainable(agent_name)
@@ -251,36 +227,20 @@ class BenchRunner:
             agent = make_agent(agent_name, eval_envs, lm, overrides)
         tokens, wall = 0, 0.0
         if trainable:
+            run = RunConfig(iterations=s.iterations, checkpoint_every=s.checkpoint_every,
+                            keep_checkpoints=1, num_samples=0,
+                            eval_every=s.eval_every if gold is not None else 0, tensorboard=False)
+            metadata = {"agent": agent_name, "model": s.model, "env": TASKS[task].env_id,
+                        "env_kwargs": s.task_env_kwargs(task), "task": task, "seed": seed}
             ckpt_root = where / "checkpoints"
-            try:
-                find_checkpoint(ckpt_root)
-                load_checkpoint(ckpt_root, agent)
-            except FileNotFoundError:
-                pass
-            kept = _read_jsonl(where / "metrics.jsonl", agent.iteration)
-            if kept:
-                tokens, wall = int(kept[-1]["tokens_total"]), float(kept[-1]["wall_time_s"])
-            evals = _read_jsonl(where / "evals.jsonl", agent.iteration)
-            if evals or (where / "evals.jsonl").exists():
-                (where / "evals.jsonl").write_text(
-                    "".join(json.dumps(r) + "\n" for r in evals), encoding="utf-8")
-            logger = MetricsLogger(where, tensorboard=False, start_iteration=agent.iteration)
-            metadata = {"task": task, "agent": agent_name, "seed": seed, "model": s.model}
-            try:
-                if gold is not None and s.eval_every and not evals:
-                    self._log_eval(where, agent, lm, eval_envs, gold, seed, tokens, wall)
-                while agent.iteration < s.iterations:
-                    t0 = time.perf_counter()
-                    record = agent.train_iteration()
-                    wall += time.perf_counter() - t0
-                    tokens += int(record.get("tokens", 0))
-                    logger.log({**record, "tokens_total": tokens, "wall_time_s": wall})
-                    if gold is not None and s.eval_every and agent.iteration % s.eval_every == 0:
-                        self._log_eval(where, agent, lm, eval_envs, gold, seed, tokens, wall)
-                    if agent.iteration % s.checkpoint_every == 0 or agent.iteration == s.iterations:
-                        save_checkpoint(ckpt_root, agent, metadata, keep=1)
-            finally:
-                logger.close()
+            result = train_loop(
+                agent, where, run, metadata=metadata,
+                resume_from=ckpt_root if (ckpt_root / LATEST).is_file() else None,
+                evaluate=lambda a: self.evaluate(a, True, lm, eval_envs, gold, s.eval_seed + seed),
+                log=self.log, progress=False)
+            if result.interrupted:
+                raise KeyboardInterrupt
+            tokens, wall = result.tokens_total, result.wall_time_s
         t0 = time.perf_counter()
         metrics = self.evaluate(agent, trainable, lm, eval_envs, gold, s.eval_seed + seed)
         if not trainable:  # the evaluation is all they generate (best-of-n: N per prompt)
@@ -292,15 +252,7 @@ class BenchRunner:
             "tokens": tokens, "wall_time_s": wall + (0.0 if trainable else time.perf_counter() - t0),
             "metrics": metrics,
         }
-        write_json_atomic(where / "eval.json", result)
+        atomic_write_json(where / "eval.json", result, sort_keys=True)
         if trainable and not self.keep_checkpoints:
             shutil.rmtree(where / "checkpoints", ignore_errors=True)
         return result
-
-    def _log_eval(self, where: Path, agent: Any, lm: torch.nn.Module, envs: Any, gold: str,
-                  seed: int, tokens: int, wall: float) -> None:
-        metrics = self.evaluate(agent, True, lm, envs, gold, self.suite.eval_seed + seed)
-        record = {"iteration": agent.iteration, "tokens_total": tokens, "wall_time_s": wall,
-                  **metrics}
-        with (where / "evals.jsonl").open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")

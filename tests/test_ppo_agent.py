@@ -81,18 +81,18 @@ def test_grad_accumulation_gives_the_same_update(tokenizer) -> None:
 
 
 def test_resume_continues_exactly(tokenizer, tmp_path: Path) -> None:
-    straight = make_agent(tokenizer, adaptive_kl=True, horizon=20)
+    straight = make_agent(tokenizer, adaptive_kl=True, adaptive_kl_horizon=20)
     for _ in range(4):
         straight.train_iteration()
 
-    first = make_agent(tokenizer, adaptive_kl=True, horizon=20)
+    first = make_agent(tokenizer, adaptive_kl=True, adaptive_kl_horizon=20)
     first.train_iteration()
     first.train_iteration()
     ckpt = save_checkpoint(tmp_path / "checkpoints", first)
     assert find_checkpoint(tmp_path) == ckpt
     del first
     torch.manual_seed(999)  # the resumed run must not depend on the process's RNG state
-    resumed = make_agent(tokenizer, adaptive_kl=True, horizon=20)
+    resumed = make_agent(tokenizer, adaptive_kl=True, adaptive_kl_horizon=20)
     load_checkpoint(tmp_path, resumed)
     assert resumed.iteration == 2
     resumed.train_iteration()

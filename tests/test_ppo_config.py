@@ -23,7 +23,7 @@ def test_defaults_are_valid() -> None:
         ({"lr": -1e-5}, "lr must be > 0"),
         ({"beta": -0.1}, "beta must be >= 0"),
         ({"adaptive_kl": True, "beta": 0.0}, "start from beta > 0"),
-        ({"adaptive_kl": True, "target_kl": 0.0}, "target_kl > 0"),
+        ({"adaptive_kl": True, "adaptive_kl_target": 0.0}, "adaptive_kl_target > 0"),
         ({"value_model": "tied"}, "value_model='tied'"),
         ({"lora": True, "value_model": "separate"}, "not supported"),
         ({"dtype": "int8"}, "dtype='int8'"),

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace, name: str) -> int:
                             max_new_tokens=args.max_new_tokens)
 
     config = PPOConfig(num_envs=args.num_envs, lr=args.lr, beta=args.beta, seed=args.seed,
-                       epochs=args.epochs, num_minibatches=2, vf_coef=0.1, num_samples=0)
+                       epochs=args.epochs, num_minibatches=2, vf_coef=0.1)
     agent = PPOAgent(make_envs(args.num_envs, "train"), model, config)
     eval_envs = make_envs(args.eval_episodes, "eval")
     print(f"model loaded in {time.perf_counter() - started:.0f} s; evaluating the start policy...")

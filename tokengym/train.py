@@ -1,11 +1,22 @@
 """``tokengym train``: train an agent on a tokengym env, with logs, checkpoints and resume.
 
-``--agent`` is any name of :data:`tokengym.agents.registry.AGENTS` (default ``ppo``). Every field
-of every agent's config dataclass is a flag (``--num-envs 16``, ``--adaptive-kl``/
-``--no-adaptive-kl``) and a key of the ``--config`` TOML file; a flag the chosen agent's config
-lacks is an error. Flags win over the file, the file over the defaults. The TOML file may also set
-``env``, ``model``, ``agent``, ``iterations`` and an ``[env_kwargs]`` table. See ``docs/ppo.md``
-and ``docs/agents.md``. Agents that do not train (``sample``, ``greedy``, ``best-of-n``) evaluate
+``--agent`` is any name the agent registry knows (:func:`tokengym.agents.registry.available`,
+plugins included; default ``ppo``). Every field of every agent's config dataclass is a flag
+(``--num-envs 16``, ``--adaptive-kl``/``--no-adaptive-kl``) and a key of the ``--config`` TOML
+file; a flag the chosen agent's config lacks is an error. Flags win over the file, the file over
+the defaults. The TOML file may also set ``env``, ``model``, ``agent``, an ``[env_kwargs]`` table
+and the run settings of :class:`~tokengym.agents.loop.RunConfig` (``iterations``,
+``checkpoint_every``, ...). Training runs through :func:`tokengym.agents.loop.train_loop`, the
+loop ``tokengym bench`` uses too. See ``docs/ppo.md`` and ``docs/agents.md``.
+
+``--resume DIR`` continues a run with the checkpoint's settings; flags given with it change them
+from the restored iteration on (one log line lists every change): run settings (``--iterations``,
+``--checkpoint-every``...), and agent settings such as ``--lr`` and ``--beta``, which are written
+into the restored optimizer and KL controller. What fixes the run's identity is refused with an
+error naming it: ``--env``, ``--env-kwarg``, ``--model``, ``--agent``, and the agent fields of its
+config's ``FIXED_ON_RESUME`` (``--seed``, ``--num-envs``, LoRA, dtype, value model).
+
+Agents that do not train (``sample``, ``greedy``, ``best-of-n``) evaluate
 once and write ``metrics.json`` and ``samples.md``; ``sb3-ppo``/``sb3-a2c`` run SB3 for
 ``iterations x n_steps x num_envs`` timesteps.
 """
@@ -15,32 +26,32 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import signal
-import sys
 import time
+import tomllib
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
+from tokengym.agents.agent_config import RENAMED, rename_deprecated
+from tokengym.agents.loop import RunConfig, run_settings_from_checkpoint
 from tokengym.agents.ppo_config import PPOConfig
-from tokengym.agents.registry import AGENTS, config_class, make_config
+from tokengym.agents.registry import available, config_class, make_config
+from tokengym.fileio import atomic_write_json
 from tokengym.models import DEFAULT_MODEL
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: no TOML reader in the standard library
-    tomllib = None  # type: ignore[assignment]
-
-RUN_KEYS = ("env", "model", "agent", "iterations", "env_kwargs")
+# What the run is; a resumed run keeps them.
+IDENTITY_KEYS = ("env", "model", "agent", "env_kwargs")
 DEFAULTS = {"env": "tokengym/Sentiment-v0", "model": DEFAULT_MODEL, "agent": "ppo",
-            "iterations": 20, "env_kwargs": {}}
+            "env_kwargs": {}}
+# Run settings with flags of their own outside the agent-config group.
+RUN_FLAGS = ("iterations", "checkpoint_every", "keep_checkpoints", "num_samples")
 
 
 def _config_classes() -> list[type]:
     """PPOConfig first (its flags keep their order), then every other agent's config."""
     out: list[type] = [PPOConfig]
-    for name in AGENTS:
+    for name in available():
         cls = config_class(name)
         if cls not in out:
             out.append(cls)
@@ -67,32 +78,45 @@ def _optional_float(text: str) -> float | None:
     return None if text.lower() in ("none", "null", "") else float(text)
 
 
+def _add_field_flag(group: argparse._ArgumentGroup, cls: type, f: dataclasses.Field,
+                    name: str | None = None, **extra: Any) -> None:
+    """A flag for config field ``f`` (``--name``, default: the field's), typed from its hint."""
+    flag = "--" + (name or f.name).replace("_", "-")
+    kind = _field_type(cls, f)
+    if kind is bool:
+        group.add_argument(flag, action=argparse.BooleanOptionalAction,
+                           default=argparse.SUPPRESS, **extra)
+    elif f.name == "no_stop_penalty":
+        group.add_argument(flag, type=_optional_float, default=argparse.SUPPRESS,
+                           metavar="FLOAT|none", **extra)
+    else:
+        group.add_argument(flag, type=kind, default=argparse.SUPPRESS,
+                           metavar=kind.__name__.upper(), **extra)
+
+
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--env", help=f"env id (default {DEFAULTS['env']})")
-    parser.add_argument("--agent", choices=list(AGENTS), help="agent (default ppo; see "
+    parser.add_argument("--agent", choices=list(available()), help="agent (default ppo; see "
                         "docs/agents.md)")
     parser.add_argument("--model", help=f"policy name, hub id or path (default {DEFAULT_MODEL})")
-    parser.add_argument("--iterations", type=int, help="total iterations to reach (default 20)")
     parser.add_argument("--out", help="run directory (default runs/<time>; --resume: that run)")
-    parser.add_argument("--config", help="TOML file of PPOConfig fields and run keys")
+    parser.add_argument("--config", help="TOML file of run keys, run settings and agent fields")
     parser.add_argument("--resume", metavar="DIR", help="continue the run (or checkpoint) in DIR")
     parser.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE",
                         help="gym.make keyword for the env (VALUE parsed as JSON when it can be)")
     parser.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard logs")
+    run_group = parser.add_argument_group("run settings (RunConfig: docs/ppo.md)")
+    for f in dataclasses.fields(RunConfig):
+        if f.name in RUN_FLAGS:
+            _add_field_flag(run_group, RunConfig, f)
     group = parser.add_argument_group(
         "agent config fields (PPOConfig: docs/ppo.md; the others: docs/agents.md)")
-    for cls, f in _all_fields().values():
-        flag = "--" + f.name.replace("_", "-")
-        kind = _field_type(cls, f)
-        if kind is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction,
-                               default=argparse.SUPPRESS)
-        elif f.name == "no_stop_penalty":
-            group.add_argument(flag, type=_optional_float, default=argparse.SUPPRESS,
-                               metavar="FLOAT|none")
-        else:
-            group.add_argument(flag, type=kind, default=argparse.SUPPRESS,
-                               metavar=kind.__name__.upper())
+    fields = _all_fields()
+    for cls, f in fields.values():
+        _add_field_flag(group, cls, f)
+    for old, new in RENAMED.items():  # accepted for one release, with a warning
+        if new in fields:
+            _add_field_flag(group, *fields[new], name=old, dest=old, help=argparse.SUPPRESS)
 
 
 def parse_env_kwargs(items: list[str]) -> dict[str, Any]:
@@ -109,45 +133,87 @@ def parse_env_kwargs(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def resolve_settings(
-    args: argparse.Namespace,
-) -> tuple[dict[str, Any], Any, dict[str, Any] | None]:
-    """Merge defaults < (checkpoint | TOML) < flags into ``(run settings, config, ckpt info)``."""
+@dataclasses.dataclass
+class Settings:
+    """Everything ``tokengym train`` resolved from defaults, TOML or checkpoint, and flags."""
+
+    identity: dict[str, Any]  # env, model, agent, env_kwargs
+    run: RunConfig
+    config: Any  # the agent config to train with
+    checkpoint_config: Any = None  # --resume: the agent config the checkpoint was trained with
+
+
+def _flag_values(args: argparse.Namespace, names: Any) -> dict[str, Any]:
+    return {f: getattr(args, f) for f in names if hasattr(args, f)}
+
+
+def resolve_settings(args: argparse.Namespace) -> Settings:
+    """Merge defaults < (checkpoint | TOML) < flags; ``SystemExit`` with the reason otherwise."""
     from tokengym.agents.checkpoint import read_checkpoint_info
 
-    run = dict(DEFAULTS)
+    identity = dict(DEFAULTS)
     values: dict[str, Any] = {}
-    info = None
+    run_values: dict[str, Any] = {}
+    checkpoint_values: dict[str, Any] | None = None
     if args.resume:
-        info = read_checkpoint_info(args.resume)
-        values.update(info["config"])
-        run.update({k: v for k, v in info["metadata"].items() if k in RUN_KEYS})
+        try:
+            info = read_checkpoint_info(args.resume)
+        except FileNotFoundError as exc:
+            raise SystemExit(str(exc)) from None
+        checkpoint_values, run_values = run_settings_from_checkpoint(info)
+        values.update(checkpoint_values)
+        identity.update({k: v for k, v in info["metadata"].items() if k in IDENTITY_KEYS})
     elif args.config:
-        if tomllib is None:
-            raise SystemExit("--config needs Python >= 3.11 (tomllib); pass the fields as flags")
         try:
             data = tomllib.loads(Path(args.config).read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise SystemExit(f"--config {args.config}: {exc}") from None
-        run.update({k: data.pop(k) for k in RUN_KEYS if k in data})
+        identity.update({k: data.pop(k) for k in IDENTITY_KEYS if k in data})
+        run_fields = RunConfig.field_names()
+        run_values = {k: data.pop(k) for k in run_fields if k in data}
         values.update(data)
-    for key in ("env", "model", "agent", "iterations"):
-        if getattr(args, key) is not None:
-            run[key] = getattr(args, key)
-    run["env_kwargs"] = {**run["env_kwargs"], **parse_env_kwargs(args.env_kwarg)}
-    fields = config_class(run["agent"]).field_names()
-    flags = {f: getattr(args, f) for f in _all_fields() if hasattr(args, f)}
+    given = {k: getattr(args, k) for k in ("env", "model", "agent") if getattr(args, k) is not None}
+    if args.env_kwarg:
+        given["env_kwargs"] = {**identity["env_kwargs"], **parse_env_kwargs(args.env_kwarg)}
+    if args.resume:
+        refused = sorted(k for k, v in given.items() if v != identity[k])
+        if refused:
+            raise SystemExit(
+                f"cannot change {['--' + k.replace('_', '-') for k in refused]} when resuming: "
+                f"the checkpoint's run has {({k: identity[k] for k in refused})}; start a new run "
+                "(another --out) to train with other settings")
+    identity.update(given)
+    run_values.update(_flag_values(args, RUN_FLAGS))
+    if args.no_tensorboard:
+        run_values["tensorboard"] = False
+    try:
+        run = RunConfig.from_dict(run_values).validate()
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"invalid run settings: {exc}") from None
+    agent = identity["agent"]
+    fields = config_class(agent).field_names()
+    flags = rename_deprecated(_flag_values(args, [*_all_fields(), *RENAMED]), "flags")
     foreign = sorted(f for f in flags if f not in fields)
     if foreign:
         raise SystemExit(
-            f"--agent {run['agent']} has no setting(s) {['--' + f.replace('_', '-') for f in foreign]}"
+            f"--agent {agent} has no setting(s) {['--' + f.replace('_', '-') for f in foreign]}"
             f"; its settings: {', '.join(fields)}")
-    values.update(flags)
     try:
-        config = make_config(run["agent"], values)
+        checkpoint_config = (make_config(agent, checkpoint_values)
+                             if checkpoint_values is not None else None)
+        values.update(flags)
+        config = make_config(agent, values)
     except (TypeError, ValueError) as exc:
         raise SystemExit(f"invalid configuration: {exc}") from None
-    return run, config, info
+    if checkpoint_config is not None:
+        fixed = sorted(k for k in type(config).FIXED_ON_RESUME
+                       if getattr(config, k) != getattr(checkpoint_config, k))
+        if fixed:
+            raise SystemExit(
+                f"cannot change {['--' + k.replace('_', '-') for k in fixed]} when resuming (they "
+                "shape the model, the optimizer state or the rollout stream); the checkpoint has "
+                f"{ {k: getattr(checkpoint_config, k) for k in fixed} }; start a new run instead")
+    return Settings(identity, run, config, checkpoint_config)
 
 
 def run(args: argparse.Namespace, name: str) -> int:
@@ -155,12 +221,14 @@ def run(args: argparse.Namespace, name: str) -> int:
     from tqdm import tqdm
 
     import tokengym  # noqa: F401  (registers the env ids)
-    from tokengym.agents.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-    from tokengym.agents.logging import MetricsLogger, plot_metrics, sample_rows, write_sample_table
-    from tokengym.agents.registry import make_agent
+    from tokengym.agents.checkpoint import find_checkpoint
+    from tokengym.agents.logging import plot_metrics, sample_rows, write_sample_table
+    from tokengym.agents.loop import train_loop
+    from tokengym.agents.registry import get_spec, make_agent
     from tokengym.models import load_causal_lm, load_tokenizer
 
-    settings, config, info = resolve_settings(args)
+    settings = resolve_settings(args)
+    identity, run_config, config = settings.identity, settings.run, settings.config
     if args.out:
         out = Path(args.out)
     elif args.resume:  # the run that holds the checkpoint: OUT/checkpoints/iter_N
@@ -168,89 +236,60 @@ def run(args: argparse.Namespace, name: str) -> int:
     else:
         out = Path(f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
-    iterations = int(settings["iterations"])
-    agent_name = settings["agent"]
-    metadata = {k: settings[k] for k in RUN_KEYS}
-    (out / "config.json").write_text(json.dumps({**metadata, "config": config.to_dict()}, indent=1),
-                                     encoding="utf-8")
+    agent_name = identity["agent"]
+    atomic_write_json(out / "config.json", {**identity, "run": run_config.to_dict(),
+                                            "config": config.to_dict()})
     if agent_name.startswith("sb3-"):
-        return _run_sb3(settings, config, out, iterations)
+        return _run_sb3(identity, config, out, run_config.iterations)
 
-    tokenizer = load_tokenizer(settings["model"])
-    lm = load_causal_lm(settings["model"], dtype=config.dtype,
+    tokenizer = load_tokenizer(identity["model"])
+    lm = load_causal_lm(identity["model"], dtype=config.dtype,
                         device=None if config.device == "auto" else config.device)
 
     def make_envs(n: int) -> Any:
-        return gym.make_vec(settings["env"], num_envs=n, vectorization_mode="vector_entry_point",
-                            tokenizer=tokenizer, **settings["env_kwargs"])
+        return gym.make_vec(identity["env"], num_envs=n, vectorization_mode="vector_entry_point",
+                            tokenizer=tokenizer, **identity["env_kwargs"])
 
-    agent = make_agent(agent_name, make_envs(config.num_envs), lm, config.to_dict())
-    if not AGENTS[agent_name].trainable:
-        return _run_evaluation(agent, make_envs, out)
-    if info is not None:
-        load_checkpoint(args.resume, agent)
-    logger = MetricsLogger(out, tensorboard=not args.no_tensorboard,
-                           start_iteration=agent.iteration)
-    eval_envs = make_envs(config.num_samples) if config.num_samples else None
+    # A resumed agent is built as the checkpoint was, restored, then switched to `config`.
+    built_with = settings.checkpoint_config or config
+    agent = make_agent(agent_name, make_envs(config.num_envs), lm, built_with.to_dict())
+    if not get_spec(agent_name).trainable:
+        return _run_evaluation(agent, make_envs, out, run_config.num_samples)
+    eval_envs = make_envs(run_config.num_samples) if run_config.num_samples else None
     before_path = out / "samples_before.json"
-    if eval_envs is not None and not before_path.exists():
+    if eval_envs is not None and not args.resume and not before_path.exists():
         rollout, _ = agent.evaluate(eval_envs, seed=config.seed)
-        before_path.write_text(json.dumps(sample_rows(rollout)), encoding="utf-8")
+        atomic_write_json(before_path, sample_rows(rollout), indent=None)
 
-    # Ctrl-C: finish the current iteration, checkpoint, exit (a second Ctrl-C aborts at once).
-    stop = {"requested": False}
-
-    def on_sigint(signum: int, frame: Any) -> None:
-        if stop["requested"]:
-            raise KeyboardInterrupt
-        stop["requested"] = True
-        tqdm.write("Ctrl-C: checkpointing after this iteration (press again to abort now)")
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    ckpt_root = out / "checkpoints"
-    try:
-        bar = tqdm(total=iterations, initial=agent.iteration, desc=agent_name, unit="it",
-                   file=sys.stderr)
-        while agent.iteration < iterations and not stop["requested"]:
-            record = agent.train_iteration()
-            logger.log(record)
-            bar.update(1)
-            bar.set_postfix(reward=f"{record['reward_mean']:+.3f}", kl=f"{record['kl_mean']:.2f}",
-                            beta=f"{record['beta']:.3g}")
-            if agent.iteration % config.checkpoint_every == 0:
-                save_checkpoint(ckpt_root, agent, metadata, keep=config.keep_checkpoints)
-        bar.close()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        logger.close()
-    ckpt = save_checkpoint(ckpt_root, agent, metadata, keep=config.keep_checkpoints)
-    if stop["requested"]:
+    result = train_loop(agent, out, run_config, metadata=identity, resume_from=args.resume,
+                        new_config=config if args.resume else None, log=tqdm.write)
+    if result.interrupted:
         print(f"interrupted at iteration {agent.iteration}; resume with: tokengym train "
-              f"--resume {out} --iterations {iterations}")
+              f"--resume {out} --iterations {run_config.iterations}")
         return 130
 
     plots = plot_metrics(out / "metrics.jsonl", out / "plots")
-    if eval_envs is not None:
+    if eval_envs is not None and before_path.exists():
         rollout, _ = agent.evaluate(eval_envs, seed=config.seed)
         before = json.loads(before_path.read_text(encoding="utf-8"))
-        table = write_sample_table(out / "samples.md", before, sample_rows(rollout))
-        print(table)
+        print(write_sample_table(out / "samples.md", before, sample_rows(rollout)))
     agent.policy.save_pretrained_policy(str(out / "model"), tokenizer)
-    print(f"checkpoint: {ckpt}\nplots: {plots[0] if plots else '-'}\nmodel: {out / 'model'}")
+    print(f"checkpoint: {result.checkpoint}\nplots: {plots[0] if plots else '-'}\n"
+          f"model: {out / 'model'}")
     return 0
 
 
-def _run_evaluation(agent: Any, make_envs: Any, out: Path) -> int:
+def _run_evaluation(agent: Any, make_envs: Any, out: Path, num_samples: int) -> int:
     """Agents that do not train: one evaluation rollout; ``metrics.json`` and ``samples.md``."""
     from tokengym.agents.logging import sample_rows
 
     config = agent.config
     rollout, metrics = agent.evaluate(make_envs(config.num_envs), seed=config.seed)
     rows = sample_rows(rollout)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
-    (out / "samples.json").write_text(json.dumps(rows), encoding="utf-8")
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / "samples.json", rows, indent=None)
     lines = ["| prompt | completion | reward |", "|---|---|---|"]
-    for row in rows[: max(config.num_samples, 1)]:
+    for row in rows[: max(num_samples, 1)]:
         cells = [str(row[k]).replace("\n", " ").replace("|", "\\|")[:160]
                  for k in ("prompt", "completion")]
         lines.append(f"| {cells[0]} | {cells[1]} | {row['reward']:+.3f} |")
@@ -260,15 +299,15 @@ def _run_evaluation(agent: Any, make_envs: Any, out: Path) -> int:
     return 0
 
 
-def _run_sb3(settings: dict[str, Any], config: Any, out: Path, iterations: int) -> int:
+def _run_sb3(identity: dict[str, Any], config: Any, out: Path, iterations: int) -> int:
     """SB3 PPO/A2C: ``iterations`` SB3 rollouts of ``n_steps`` tokens per env."""
     from tokengym.agents.registry import make_agent
 
-    agent = make_agent(settings["agent"], None, settings["model"], config.to_dict())
+    agent = make_agent(identity["agent"], None, identity["model"], config.to_dict())
     timesteps = iterations * config.n_steps * config.num_envs
-    _, metrics = agent.train(settings["env"], timesteps, env_kwargs=dict(settings["env_kwargs"]),
+    _, metrics = agent.train(identity["env"], timesteps, env_kwargs=dict(identity["env_kwargs"]),
                              out_dir=out)
-    print(f"{settings['agent']}: {metrics['total_timesteps']} steps in {metrics['seconds']:.1f} s "
+    print(f"{identity['agent']}: {metrics['total_timesteps']} steps in {metrics['seconds']:.1f} s "
           f"({metrics['steps_per_second']:.1f} steps/s), mean episode reward "
           f"{metrics['mean_episode_reward']:+.3f}; metrics: {out / 'metrics.json'}")
     return 0
