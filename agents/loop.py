@@ -33,7 +33,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from tokengym.agents.agent_config import RUN_SETTINGS, ConfigMixin
+from tokengym.agents.agent_config import RUN_SETTINGS, ConfigMixin, rename_deprecated
 from tokengym.agents.checkpoint import load_checkpoint, save_checkpoint
 from tokengym.agents.logging import MetricsLogger, read_metrics
 from tokengym.checks import int_at_least
@@ -197,7 +197,7 @@ def run_settings_from_checkpoint(info: dict[str, Any]) -> tuple[dict[str, Any], 
     Checkpoints of tokengym 0.1.0 kept the run bookkeeping in the agent config and the
     iteration target in the metadata; both layouts are read.
     """
-    config = dict(info["config"])
+    config = rename_deprecated(info["config"], "checkpoint config")
     metadata = info.get("metadata", {})
     run = dict(metadata.get("run", {}))
     for key in RUN_SETTINGS:
