@@ -22,11 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from tokengym.agents.kl import KL_ESTIMATORS, kl_per_token
+from tokengym.agents.rollout import KVCacheDecoder
 from tokengym.envs.protocol import TextEnvLike
-
-from ..models import load_causal_lm
-from .kl import KL_ESTIMATORS, kl_per_token
-from .rollout import KVCacheDecoder
+from tokengym.models import load_causal_lm
 
 # policy(input_ids (1, T), attention_mask (1, T)) -> next-token logits (1, V) or (V,)
 LogitsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

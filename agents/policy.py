@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .rollout import forward_kwarg_names
+from tokengym.agents.rollout import forward_kwarg_names
 
 
 def completion_logits(

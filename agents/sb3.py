@@ -37,10 +37,10 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
-from ..models import load_causal_lm
-from .kl_wrapper import KLPenaltyWrapper
-from .rollout import forward_kwarg_names
-from .sb3_agent import SB3_ALGOS  # defined with the config, which must not import SB3
+from tokengym.agents.kl_wrapper import KLPenaltyWrapper
+from tokengym.agents.rollout import forward_kwarg_names
+from tokengym.agents.sb3_agent import SB3_ALGOS  # defined with the config, which must not import SB3
+from tokengym.models import load_causal_lm
 
 _MODEL_TYPE_ERROR = "model must be a model name/path or a causal LM nn.Module, got {}"
 

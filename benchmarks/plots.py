@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .report import aggregate, suite_order
-from .runner import run_dir
+from tokengym.benchmarks.report import aggregate, suite_order
+from tokengym.benchmarks.runner import run_dir
 
 
 def _pyplot() -> Any:

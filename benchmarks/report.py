@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .stats import format_ci, mean_ci95
-from .suites import TASKS
+from tokengym.benchmarks.stats import format_ci, mean_ci95
+from tokengym.benchmarks.suites import TASKS
 
 # results.csv columns after the identifying ones; the metric keys come from eval.json.
 METRICS = ("reward_mean", "gold_reward_mean", "kl_mean", "sqrt_kl", "ref_perplexity",
@@ -164,7 +164,7 @@ def write_report(out: str | os.PathLike[str], plots: bool = True) -> dict[str, P
     paths = {"csv": write_csv(rows, out / "results.csv"), "md": out / "RESULTS.md"}
     paths["md"].write_text(results_markdown(out, rows), encoding="utf-8")
     if plots:
-        from .plots import make_plots
+        from tokengym.benchmarks.plots import make_plots
 
         for path in make_plots(out, rows):
             paths[path.stem] = path

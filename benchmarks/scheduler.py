@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from transformers.utils import logging as hf_logging
 
-from .runner import BenchRunner
-from .suites import Suite
+from tokengym.benchmarks.runner import BenchRunner
+from tokengym.benchmarks.suites import Suite
 
 
 def _job_process(todo: Any, results: Any, suite: Suite, out: str, jobs: int, threads: int,

@@ -24,10 +24,9 @@ from typing import Any
 import numpy as np
 
 from tokengym.checks import positive_int
-
-from ..reward_models import RewardModelError, make, reward_model_name, score
-from ..reward_models.base import RewardFn
-from .prompts import FORCED_PROMPT_ID, PromptRecord, PromptSource, to_record
+from tokengym.envs.prompts import FORCED_PROMPT_ID, PromptRecord, PromptSource, to_record
+from tokengym.reward_models import RewardModelError, make, reward_model_name, score
+from tokengym.reward_models.base import RewardFn
 
 STOP_TOKEN = "stop_token"
 STOP_STRING = "stop_string"

@@ -52,7 +52,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, SyncVectorEnv
 
-from .prompts import PromptRecord
+from tokengym.envs.prompts import PromptRecord
 
 Obs = dict[str, np.ndarray]
 """A batched observation: ``input_ids`` and ``attention_mask``, each ``(N, P + G)`` int64."""

@@ -30,8 +30,8 @@ from typing import Any
 
 import gymnasium as gym
 
-from .text_gen_env import TextGenEnv
-from .vector_env import TextGenVectorEnv
+from tokengym.envs.text_gen_env import TextGenEnv
+from tokengym.envs.vector_env import TextGenVectorEnv
 
 SPLITS = ("train", "eval")
 

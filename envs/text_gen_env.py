@@ -10,9 +10,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from ..models import DEFAULT_MODEL, load_tokenizer
-from .episodes import EpisodeBatch
-from .prompts import PromptRecord
+from tokengym.envs.episodes import EpisodeBatch
+from tokengym.envs.prompts import PromptRecord
+from tokengym.models import DEFAULT_MODEL, load_tokenizer
 
 
 @functools.lru_cache(maxsize=8)

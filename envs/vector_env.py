@@ -10,10 +10,10 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from ..models import DEFAULT_MODEL
-from .episodes import EpisodeBatch
-from .prompts import PromptRecord
-from .text_gen_env import make_spaces, resolve_tokenizer
+from tokengym.envs.episodes import EpisodeBatch
+from tokengym.envs.prompts import PromptRecord
+from tokengym.envs.text_gen_env import make_spaces, resolve_tokenizer
+from tokengym.models import DEFAULT_MODEL
 
 
 def _autoreset_mode(mode: Any) -> AutoresetMode:

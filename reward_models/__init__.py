@@ -6,23 +6,28 @@ Built-ins (``make(name, **kwargs)``): ``vader``, ``keywords``, ``length``, ``reg
 ``make("preference", path=DIR)``). See ``docs/reward_models.md``.
 """
 
-from .base import RewardFn, RewardModelError, reward_model_name, score
-from .keywords import KeywordsReward
-from .registry import ENTRY_POINT_GROUP, available, make, register
-from .vader import VaderReward
+from tokengym.reward_models.base import RewardFn, RewardModelError, reward_model_name, score
+from tokengym.reward_models.keywords import KeywordsReward
+from tokengym.reward_models.registry import ENTRY_POINT_GROUP, available, make, register
+from tokengym.reward_models.vader import VaderReward
 
 register("vader", VaderReward)
 register("keywords", KeywordsReward)
 
 # Imported after `register`/`make` exist: composite and normalized build their parts with make().
-from .composite import CompositeReward  # noqa: E402
-from .embedding import EmbeddingSimilarityReward  # noqa: E402
-from .hf_classifier import HFClassifierReward  # noqa: E402
-from .llm_judge import LLMJudgeReward  # noqa: E402
-from .normalized import NormalizedReward  # noqa: E402
-from .preference import PreferenceRewardModel, load_saved  # noqa: E402
-from .preference_training import train_preference_model  # noqa: E402
-from .rules import ArithmeticReward, LengthReward, RegexReward, RepetitionReward  # noqa: E402
+from tokengym.reward_models.composite import CompositeReward  # noqa: E402
+from tokengym.reward_models.embedding import EmbeddingSimilarityReward  # noqa: E402
+from tokengym.reward_models.hf_classifier import HFClassifierReward  # noqa: E402
+from tokengym.reward_models.llm_judge import LLMJudgeReward  # noqa: E402
+from tokengym.reward_models.normalized import NormalizedReward  # noqa: E402
+from tokengym.reward_models.preference import PreferenceRewardModel, load_saved  # noqa: E402
+from tokengym.reward_models.preference_training import train_preference_model  # noqa: E402
+from tokengym.reward_models.rules import (  # noqa: E402
+    ArithmeticReward,
+    LengthReward,
+    RegexReward,
+    RepetitionReward,
+)
 
 register("length", LengthReward)
 register("regex", RegexReward)

@@ -25,8 +25,7 @@ from tokengym.models import (
     resolve_device,
     resolve_dtype,
 )
-
-from .batching import length_sorted_chunks
+from tokengym.reward_models.batching import length_sorted_chunks
 
 POOLINGS = ("mean", "last")
 

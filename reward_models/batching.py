@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .base import RewardModelError, excerpt
+from tokengym.reward_models.base import RewardModelError, excerpt
 
 
 def length_sorted_chunks(texts: Sequence[str], batch_size: int) -> list[list[int]]:

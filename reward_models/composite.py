@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import RewardFn, score
-from .registry import make
+from tokengym.reward_models.base import RewardFn, score
+from tokengym.reward_models.registry import make
 
 
 def _build(name: str, spec: Any) -> tuple[RewardFn, float]:

@@ -9,10 +9,9 @@ import numpy as np
 import torch
 
 from tokengym.checks import positive_int
-
-from .backbones import load_backbone
-from .base import RewardModelError
-from .batching import per_sample, sample_error
+from tokengym.reward_models.backbones import load_backbone
+from tokengym.reward_models.base import RewardModelError
+from tokengym.reward_models.batching import per_sample, sample_error
 
 
 class EmbeddingSimilarityReward:

@@ -10,8 +10,7 @@ import torch
 
 from tokengym.checks import positive_int
 from tokengym.models import load_tokenizer, resolve_device, resolve_dtype
-
-from .batching import length_sorted_chunks
+from tokengym.reward_models.batching import length_sorted_chunks
 
 OUTPUTS = ("probability", "logit")
 

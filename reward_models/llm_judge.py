@@ -12,8 +12,7 @@ import torch
 
 from tokengym.checks import positive_int
 from tokengym.models import DEFAULT_MODEL, load_causal_lm, load_tokenizer
-
-from .batching import length_sorted_chunks
+from tokengym.reward_models.batching import length_sorted_chunks
 
 # Question first, then the text: SmolLM2-135M separates positive from negative text far better
 # this way than with the text first (see docs/reward_models.md for its limits).

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import RewardFn, reward_model_name, score
-from .registry import make
+from tokengym.reward_models.base import RewardFn, reward_model_name, score
+from tokengym.reward_models.registry import make
 
 MODES = ("fixed", "running")
 

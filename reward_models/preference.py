@@ -24,8 +24,7 @@ import torch
 from tokengym.checks import positive_int
 from tokengym.fileio import atomic_directory
 from tokengym.models import ModelNotAvailableError, minilm_path
-
-from .backbones import Backbone, load_backbone
+from tokengym.reward_models.backbones import Backbone, load_backbone
 
 CONFIG_FILE = "tokengym_reward_model.json"
 WEIGHTS_FILE = "model.safetensors"

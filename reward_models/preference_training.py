@@ -20,9 +20,8 @@ import torch
 from tqdm.auto import tqdm
 
 from tokengym.checks import positive_int
-
-from .backbones import load_backbone
-from .preference import PreferenceRewardModel
+from tokengym.reward_models.backbones import load_backbone
+from tokengym.reward_models.preference import PreferenceRewardModel
 
 PAIR_KEYS = ("prompt", "chosen", "rejected")
 

@@ -13,9 +13,8 @@ from typing import Any
 import numpy as np
 
 from tokengym.checks import positive_int
-
-from .base import RewardModelError
-from .batching import per_sample, sample_error
+from tokengym.reward_models.base import RewardModelError
+from tokengym.reward_models.batching import per_sample, sample_error
 
 _WORD = re.compile(r"\w+(?:['’]\w+)*")
 # An optional sign, digits with optional thousands separators, an optional decimal part.
