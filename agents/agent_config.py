@@ -28,6 +28,7 @@ RENAMED: dict[str, str] = {
     "scale_rewards": "whiten_advantages",  # GRPO
     "target_kl": "adaptive_kl_target",  # frees `target_kl` for PPO's approx-KL early stop
     "horizon": "adaptive_kl_horizon",
+    "estimator": "kl_estimator",  # KLPenaltyWrapper's keyword
 }
 
 

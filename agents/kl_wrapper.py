@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tokengym.agents.agent_config import rename_deprecated
 from tokengym.agents.kl import KL_ESTIMATORS, kl_per_token
 from tokengym.agents.rollout import KVCacheDecoder
 from tokengym.envs.protocol import TextEnvLike
@@ -105,7 +106,8 @@ class KLPenaltyWrapper(gym.Wrapper):
             ``LMActorCriticPolicy``), or a callable ``policy(input_ids (1, T), attention_mask
             (1, T)) -> next-token logits (1, V)`` (run on the whole sequence at every step).
             Can also be given later with :meth:`set_policy`.
-        estimator: ``"k1"`` (log-ratio) or ``"k3"``; see :mod:`tokengym.agents.kl`.
+        kl_estimator: ``"k1"`` (log-ratio) or ``"k3"``; see :mod:`tokengym.agents.kl`.
+        estimator: the 0.1.0 name of ``kl_estimator`` (deprecated, accepted until 0.3).
         temperature: both distributions are ``softmax(logits / temperature)`` (use the agent's
             sampling temperature).
 
@@ -129,9 +131,13 @@ class KLPenaltyWrapper(gym.Wrapper):
         beta: float,
         *,
         policy: nn.Module | LogitsFn | None = None,
-        estimator: str = "k1",
+        kl_estimator: str = "k1",
         temperature: float = 1.0,
+        estimator: str | None = None,
     ) -> None:
+        if estimator is not None:  # its 0.1.0 name
+            kl_estimator = rename_deprecated({"estimator": estimator}, "KLPenaltyWrapper")[
+                "kl_estimator"]
         if not isinstance(env, gym.Env):
             raise TypeError(f"env must be a gymnasium.Env (a tokengym TextGenEnv), got {type(env).__name__}")
         # Only the env protocol's members are read (tokengym.envs.protocol); the env's state is internal.
@@ -141,8 +147,8 @@ class KLPenaltyWrapper(gym.Wrapper):
         self.prompt_len = env.unwrapped.max_prompt_tokens
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0 or math.isinf(beta):
             raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
-        if estimator not in KL_ESTIMATORS:
-            raise ValueError(f"estimator={estimator!r}; accepted: {KL_ESTIMATORS}")
+        if kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"kl_estimator={kl_estimator!r}; accepted: {KL_ESTIMATORS}")
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
             raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
         if isinstance(reference, str):
@@ -156,7 +162,7 @@ class KLPenaltyWrapper(gym.Wrapper):
                              f"env's action space ({self.num_actions})")
         self.reference = reference
         self.beta = float(beta)
-        self.estimator = estimator
+        self.kl_estimator = kl_estimator
         self.temperature = float(temperature)
         self._ref = _NextTokenScorer(reference, self.num_actions, self.temperature)
         self._policy: _NextTokenScorer | None = None
@@ -202,7 +208,7 @@ class KLPenaltyWrapper(gym.Wrapper):
         if self._policy is not None:
             lp = self._policy.logprob(self._generated, token)
             kl = float(kl_per_token(torch.tensor([lp], dtype=torch.float64),
-                                    torch.tensor([ref_lp], dtype=torch.float64), self.estimator)[0])
+                                    torch.tensor([ref_lp], dtype=torch.float64), self.kl_estimator)[0])
             info["logprob"], info["kl"] = lp, kl
             penalty = self.beta * kl
             self._episode_kl += kl

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
+from tokengym.agents.loop import RunConfig
 from tokengym.agents.ppo_config import PPOConfig
 
 
@@ -41,3 +45,15 @@ def test_from_dict_rejects_unknown_fields_and_lists_accepted_ones() -> None:
     assert "beta" in str(info.value)
     assert PPOConfig.from_dict({"beta": 0.2}).beta == 0.2
     assert PPOConfig.from_dict(PPOConfig(lr=3e-4).to_dict()) == PPOConfig(lr=3e-4)
+
+
+def _documented_fields(heading: str) -> list[str]:
+    """The first-column names of the table under ``heading`` in docs/ppo.md."""
+    text = (Path(__file__).parents[1] / "docs" / "ppo.md").read_text(encoding="utf-8")
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| `(\w+)` \|", section, flags=re.M)
+
+
+def test_docs_tables_list_every_config_field() -> None:
+    assert sorted(_documented_fields("PPOConfig fields")) == sorted(PPOConfig.field_names())
+    assert _documented_fields("RunConfig fields") == RunConfig.field_names()

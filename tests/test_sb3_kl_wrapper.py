@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import PROMPTS, length_reward
 
+from tokengym.agents.agent_config import TokengymDeprecationWarning
 from tokengym.agents.kl import kl_per_token
 from tokengym.agents.kl_wrapper import KLPenaltyWrapper
 from tokengym.envs import TextGenEnv
@@ -69,7 +70,7 @@ def _direct_logprobs(model: torch.nn.Module, obs: dict[str, np.ndarray], n_gen: 
 
 
 def test_kl_is_exactly_zero_when_policy_is_reference(reference, tokenizer):
-    env = KLPenaltyWrapper(_env(), reference, beta=0.5, policy=copy.deepcopy(reference), estimator="k3")
+    env = KLPenaltyWrapper(_env(), reference, beta=0.5, policy=copy.deepcopy(reference), kl_estimator="k3")
     raw = _env()
     for episode in range(3):
         actions = _actions(episode, tokenizer.eos_token_id)
@@ -86,7 +87,7 @@ def test_kl_is_exactly_zero_when_policy_is_reference(reference, tokenizer):
 @pytest.mark.parametrize("estimator", ["k1", "k3"])
 def test_penalty_matches_kl_per_token_from_a_direct_forward(reference, policy, tokenizer, estimator):
     beta, temperature = 0.3, 0.8
-    env = KLPenaltyWrapper(_env(), reference, beta=beta, policy=policy, estimator=estimator,
+    env = KLPenaltyWrapper(_env(), reference, beta=beta, policy=policy, kl_estimator=estimator,
                            temperature=temperature)
     raw = _env()
     n = env.action_space.n
@@ -167,8 +168,10 @@ def test_rejects_bad_arguments(reference):
         KLPenaltyWrapper(_env(), reference, beta=-0.1)
     with pytest.raises(ValueError, match="beta"):
         KLPenaltyWrapper(_env(), reference, beta=float("nan"))
-    with pytest.raises(ValueError, match="estimator"):
-        KLPenaltyWrapper(_env(), reference, beta=0.1, estimator="k2")
+    with pytest.raises(ValueError, match="kl_estimator='k2'"):
+        KLPenaltyWrapper(_env(), reference, beta=0.1, kl_estimator="k2")
+    with pytest.warns(TokengymDeprecationWarning, match="'estimator' is deprecated"):
+        assert KLPenaltyWrapper(_env(), reference, beta=0.1, estimator="k3").kl_estimator == "k3"
     with pytest.raises(ValueError, match="temperature"):
         KLPenaltyWrapper(_env(), reference, beta=0.1, temperature=0)
     with pytest.raises(TypeError, match="reference"):
