@@ -1,8 +1,7 @@
 """A2C for language models: token-level actor-critic, one update per rollout, no clipping.
 
-The same KL-shaped per-token rewards and GAE as PPO (:func:`~tokengym.agents.advantages.
-shaped_rewards`, :func:`~tokengym.agents.advantages.gae`), with the value head of
-:class:`~tokengym.agents.policy.ActorCritic`; then ONE gradient step on::
+The same KL-shaped per-token rewards and GAE as PPO (:func:`~tokengym.agents.ppo.gae_advantages`),
+with the value head of :class:`~tokengym.agents.policy.ActorCritic`; then ONE gradient step on::
 
     loss_t = -A_t * log pi(a_t | s_t) + vf_coef * 0.5 * (V(s_t) - R_t)^2 - ent_coef * H_t
 
@@ -15,10 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
-from tokengym.agents.advantages import gae, masked_mean, shaped_rewards, whiten
 from tokengym.agents.agent_config import CriticConfig
 from tokengym.agents.base import Batch, TrainableAgent
 from tokengym.agents.policy import entropy_from_logp
+from tokengym.agents.ppo import gae_advantages
 
 
 @dataclass
@@ -39,15 +38,7 @@ class A2CAgent(TrainableAgent):
     uses_value_head = True
 
     def advantages(self, b: Batch) -> dict[str, float]:
-        cfg = self.config
-        rewards, _ = shaped_rewards(b.scores, b.logprobs, b.ref_logprobs, b.mask,
-                                    self.kl_controller.beta, cfg.kl_estimator)
-        adv, returns = gae(rewards, b.values, b.mask, cfg.gamma, cfg.lam)
-        if cfg.whiten_advantages:
-            adv = whiten(adv, b.mask)
-        b.advantages, b.returns = adv, returns
-        return {"return_mean": float(masked_mean(returns, b.mask)),
-                "value_mean": float(masked_mean(b.values, b.mask))}
+        return gae_advantages(b, self.kl_controller.beta, self.config)
 
     def update(self, b: Batch) -> dict[str, float]:
         cfg = self.config

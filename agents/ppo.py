@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from tokengym.agents.advantages import gae, masked_mean, shaped_rewards, whiten
+from tokengym.agents.agent_config import CriticConfig
 from tokengym.agents.base import Batch, TrainableAgent
 from tokengym.agents.policy import entropy_from_logp
 from tokengym.agents.ppo_config import PPOConfig
@@ -46,6 +47,28 @@ def clipped_surrogate(advantages: torch.Tensor, log_ratio: torch.Tensor, clip_ra
     return loss, stats
 
 
+def gae_advantages(b: Batch, beta: float, cfg: CriticConfig) -> dict[str, float]:
+    """Fill ``b.advantages`` and ``b.returns`` (value targets) of a rollout with values: KL-shaped
+    per-token rewards ``r_t = -beta * KL_t`` (+ score at the last token), GAE(``cfg.gamma``,
+    ``cfg.lam``), whitening (``cfg.whiten_advantages``). Returns the critic's health metrics.
+    Shared with A2C."""
+    rewards, _ = shaped_rewards(b.scores, b.logprobs, b.ref_logprobs, b.mask, beta,
+                                cfg.kl_estimator)
+    advantages, returns = gae(rewards, b.values, b.mask, cfg.gamma, cfg.lam)
+    if cfg.whiten_advantages:
+        advantages = whiten(advantages, b.mask)
+    b.advantages, b.returns = advantages, returns
+    var_ret = masked_mean((returns - masked_mean(returns, b.mask)) ** 2, b.mask)
+    var_err = masked_mean((returns - b.values) ** 2, b.mask)
+    return {
+        "return_mean": float(masked_mean(returns, b.mask)),
+        "value_mean": float(masked_mean(b.values, b.mask)),
+        # How much of the returns' variance the rollout's values explain (1 = all, <= 0: no
+        # better than a constant).
+        "explained_variance": float(1 - var_err / var_ret) if var_ret > 0 else 0.0,
+    }
+
+
 class PPOAgent(TrainableAgent):
     """PPO on a tokengym vector env (native ``TextGenVectorEnv`` or a ``SyncVectorEnv``).
 
@@ -60,23 +83,7 @@ class PPOAgent(TrainableAgent):
 
     # -- advantages: KL-shaped per-token rewards, GAE ----------------------------------------
     def advantages(self, b: Batch) -> dict[str, float]:
-        """``r_t = -beta * KL_t`` (+ score at the last token), GAE, whitening; value targets."""
-        cfg = self.config
-        rewards, _ = shaped_rewards(b.scores, b.logprobs, b.ref_logprobs, b.mask,
-                                    self.kl_controller.beta, cfg.kl_estimator)
-        advantages, returns = gae(rewards, b.values, b.mask, cfg.gamma, cfg.lam)
-        if cfg.whiten_advantages:
-            advantages = whiten(advantages, b.mask)
-        b.advantages, b.returns = advantages, returns
-        var_ret = masked_mean((returns - masked_mean(returns, b.mask)) ** 2, b.mask)
-        var_err = masked_mean((returns - b.values) ** 2, b.mask)
-        return {
-            "return_mean": float(masked_mean(returns, b.mask)),
-            "value_mean": float(masked_mean(b.values, b.mask)),
-            # How much of the returns' variance the rollout's values explain (1 = all, <= 0:
-            # no better than a constant).
-            "explained_variance": float(1 - var_err / var_ret) if var_ret > 0 else 0.0,
-        }
+        return gae_advantages(b, self.kl_controller.beta, self.config)
 
     # -- the update --------------------------------------------------------------------------
     def update(self, b: Batch) -> dict[str, float]:
