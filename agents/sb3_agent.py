@@ -78,7 +78,7 @@ class SB3Agent:
     def train(self, env_id: str, total_timesteps: int, env_kwargs: dict[str, Any] | None = None,
               out_dir: Any = None) -> tuple[Any, dict[str, Any]]:
         """Run :func:`train_sb3`; returns ``(sb3_model, metrics)``."""
-        from tokengym.agents.sb3 import train_sb3
+        from tokengym.agents.sb3 import train_sb3  # lazy: sb3 imports stable-baselines3 (heavy)
 
         cfg = self.config
         return train_sb3(cfg.algo, env_id, model=self.lm, total_timesteps=total_timesteps,

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from tokengym.agents.logging import read_metrics
 from tokengym.benchmarks.report import aggregate, suite_order
 from tokengym.benchmarks.runner import run_dir
 
@@ -33,8 +34,6 @@ def _pyplot() -> Any:
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
-    from tokengym.agents.logging import read_metrics
-
     return read_metrics(path) if path.is_file() else []
 
 

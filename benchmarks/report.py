@@ -164,7 +164,7 @@ def write_report(out: str | os.PathLike[str], plots: bool = True) -> dict[str, P
     paths = {"csv": write_csv(rows, out / "results.csv"), "md": out / "RESULTS.md"}
     paths["md"].write_text(results_markdown(out, rows), encoding="utf-8")
     if plots:
-        from tokengym.benchmarks.plots import make_plots
+        from tokengym.benchmarks.plots import make_plots  # cycle: plots imports report (aggregate)
 
         for path in make_plots(out, rows):
             paths[path.stem] = path

@@ -15,6 +15,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from tokengym.reward_models.base import RewardFn
+from tokengym.reward_models.preference import load_saved
 
 ENTRY_POINT_GROUP = "tokengym.reward_models"
 
@@ -96,8 +97,6 @@ def make(spec: str | os.PathLike[str] | RewardFn, **kwargs: Any) -> RewardFn:
         isinstance(spec, str) and spec not in _FACTORIES and os.path.isdir(spec)
     ):
         # A directory: checked before import strings, since Windows paths contain ':' too.
-        from tokengym.reward_models.preference import load_saved
-
         return load_saved(spec, **kwargs)
     if not isinstance(spec, str):
         if not callable(spec):

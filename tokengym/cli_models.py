@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+import gymnasium as gym
+
+import tokengym  # noqa: F401  (registers the ids)
 from tokengym.models import BUILTIN_MODELS, DEFAULT_MODEL, load_causal_lm, smollm2_path
 
 
@@ -15,10 +18,6 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 def run(args: argparse.Namespace, name: str) -> int:
     if name == "envs":
-        import gymnasium as gym
-
-        import tokengym  # noqa: F401  (registers the ids)
-
         for env_id in sorted(k for k in gym.registry if k.startswith("tokengym/")):
             print(env_id)
         return 0

@@ -33,12 +33,18 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
+from tqdm import tqdm
+
+import tokengym  # noqa: F401  (registers the env ids)
 from tokengym.agents.agent_config import RENAMED, rename_deprecated
-from tokengym.agents.loop import RunConfig, run_settings_from_checkpoint
+from tokengym.agents.checkpoint import find_checkpoint, read_checkpoint_info
+from tokengym.agents.logging import plot_metrics, sample_rows, write_sample_table
+from tokengym.agents.loop import RunConfig, run_settings_from_checkpoint, train_loop
 from tokengym.agents.ppo_config import PPOConfig
-from tokengym.agents.registry import available, config_class, make_config
+from tokengym.agents.registry import available, config_class, get_spec, make_agent, make_config
 from tokengym.fileio import atomic_write_json
-from tokengym.models import DEFAULT_MODEL
+from tokengym.models import DEFAULT_MODEL, load_causal_lm, load_tokenizer
 
 # What the run is; a resumed run keeps them.
 IDENTITY_KEYS = ("env", "model", "agent", "env_kwargs")
@@ -149,8 +155,6 @@ def _flag_values(args: argparse.Namespace, names: Any) -> dict[str, Any]:
 
 def resolve_settings(args: argparse.Namespace) -> Settings:
     """Merge defaults < (checkpoint | TOML) < flags; ``SystemExit`` with the reason otherwise."""
-    from tokengym.agents.checkpoint import read_checkpoint_info
-
     identity = dict(DEFAULTS)
     values: dict[str, Any] = {}
     run_values: dict[str, Any] = {}
@@ -217,16 +221,6 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
 
 
 def run(args: argparse.Namespace, name: str) -> int:
-    import gymnasium as gym
-    from tqdm import tqdm
-
-    import tokengym  # noqa: F401  (registers the env ids)
-    from tokengym.agents.checkpoint import find_checkpoint
-    from tokengym.agents.logging import plot_metrics, sample_rows, write_sample_table
-    from tokengym.agents.loop import train_loop
-    from tokengym.agents.registry import get_spec, make_agent
-    from tokengym.models import load_causal_lm, load_tokenizer
-
     settings = resolve_settings(args)
     identity, run_config, config = settings.identity, settings.run, settings.config
     if args.out:
@@ -281,8 +275,6 @@ def run(args: argparse.Namespace, name: str) -> int:
 
 def _run_evaluation(agent: Any, make_envs: Any, out: Path, num_samples: int) -> int:
     """Agents that do not train: one evaluation rollout; ``metrics.json`` and ``samples.md``."""
-    from tokengym.agents.logging import sample_rows
-
     config = agent.config
     rollout, metrics = agent.evaluate(make_envs(config.num_envs), seed=config.seed)
     rows = sample_rows(rollout)
@@ -301,8 +293,6 @@ def _run_evaluation(agent: Any, make_envs: Any, out: Path, num_samples: int) -> 
 
 def _run_sb3(identity: dict[str, Any], config: Any, out: Path, iterations: int) -> int:
     """SB3 PPO/A2C: ``iterations`` SB3 rollouts of ``n_steps`` tokens per env."""
-    from tokengym.agents.registry import make_agent
-
     agent = make_agent(identity["agent"], None, identity["model"], config.to_dict())
     timesteps = iterations * config.n_steps * config.num_envs
     _, metrics = agent.train(identity["env"], timesteps, env_kwargs=dict(identity["env_kwargs"]),
