@@ -21,6 +21,7 @@ import torch
 
 import tokengym  # noqa: F401  (registers the env ids)
 from tokengym.agents.rollout import KVCacheDecoder
+from tokengym.envs.protocol import text_env_view
 from tokengym.models import DEFAULT_MODEL, load_causal_lm
 
 
@@ -31,7 +32,7 @@ def zero_reward(prompts: list[str], completions: list[str]) -> np.ndarray:
 def time_env_steps(envs, episodes: int, eos: int, seed: int = 0) -> list[float]:
     """Seconds per ``step`` over ``episodes`` rounds of full episodes, one entry per step."""
     rng = np.random.default_rng(seed)
-    max_new = envs.episodes.max_new_tokens
+    max_new = text_env_view(envs).max_new_tokens
     envs.reset(seed=seed)
     times = []
     for _ in range(episodes * (max_new + 1)):
@@ -46,7 +47,7 @@ def time_env_steps(envs, episodes: int, eos: int, seed: int = 0) -> list[float]:
 def time_decode_steps(model, envs, steps: int) -> list[float]:
     """Seconds per single-token KV-cache forward on the env's batch."""
     obs, _ = envs.reset(seed=0)
-    prompt_len = envs.episodes.prompt_len
+    prompt_len = text_env_view(envs).max_prompt_tokens
     decoder = KVCacheDecoder(model)
     logits, _ = decoder.start(
         torch.from_numpy(obs["input_ids"][:, :prompt_len]),
