@@ -258,6 +258,10 @@ def test_gymnasium_and_sb3_checkers(env_id):
 )
 def test_any_prompt_and_actions_keep_the_contract(tokenizer, prompt, actions):
     env = make_env(tokenizer, ["unused"], max_prompt_tokens=8, max_new_tokens=4)
+    if not tokenizer(prompt)["input_ids"]:  # e.g. '\x06': no token to condition on
+        with pytest.raises(ValueError, match="tokenizes to nothing"):
+            env.reset(options={"prompt": prompt})
+        return
     obs, info = env.reset(options={"prompt": prompt})
     assert obs in env.observation_space
     assert 1 <= info["prompt_tokens"] <= 8
