@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from tokengym.agents.logging import read_metrics
-from tokengym.benchmarks.report import aggregate, suite_order
 from tokengym.benchmarks.runner import run_dir
+from tokengym.benchmarks.stats import aggregate
 
 
 def _pyplot() -> Any:
@@ -153,11 +153,12 @@ def overoptimization(out: Path, rows: Sequence[dict[str, Any]], tasks: Sequence[
     return path
 
 
-def make_plots(out: str | os.PathLike[str], rows: Sequence[dict[str, Any]]) -> list[Path]:
-    """Every plot of the module docstring for the runs ``rows``; returns the PNG paths."""
+def make_plots(out: str | os.PathLike[str], rows: Sequence[dict[str, Any]], tasks: Sequence[str],
+               agents: Sequence[str]) -> list[Path]:
+    """Every plot of the module docstring for the runs ``rows``, tasks and agents in the order
+    given (:func:`~tokengym.benchmarks.report.suite_order`); returns the PNG paths."""
     out = Path(out)
     (out / "plots").mkdir(parents=True, exist_ok=True)
-    tasks, agents = suite_order(out, rows)
     tasks = [t for t in tasks if any(r["task"] == t for r in rows)]
     paths = [learning_curves(out, rows, t, agents) for t in tasks]
     paths.append(frontier(out, rows, tasks, agents))

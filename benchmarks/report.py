@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tokengym.benchmarks.stats import format_ci, mean_ci95
+from tokengym.benchmarks.plots import make_plots
+from tokengym.benchmarks.stats import aggregate, format_ci
 from tokengym.benchmarks.suites import TASKS
 
 # results.csv columns after the identifying ones; the metric keys come from eval.json.
@@ -81,14 +82,6 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
             writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v)
                              for k, v in row.items()})
     return path
-
-
-def aggregate(rows: Sequence[dict[str, Any]], key: str) -> tuple[float, float, int]:
-    """``(mean, 95 % CI half-width, n)`` of ``key`` over ``rows`` (NaNs dropped)."""
-    values = [float(r[key]) for r in rows
-              if r.get(key) is not None and not math.isnan(float(r[key]))]
-    mean, half = mean_ci95(values)
-    return mean, half, len(values)
 
 
 def task_table(rows: Sequence[dict[str, Any]], agents: Sequence[str]) -> str:
@@ -164,8 +157,6 @@ def write_report(out: str | os.PathLike[str], plots: bool = True) -> dict[str, P
     paths = {"csv": write_csv(rows, out / "results.csv"), "md": out / "RESULTS.md"}
     paths["md"].write_text(results_markdown(out, rows), encoding="utf-8")
     if plots:
-        from tokengym.benchmarks.plots import make_plots  # cycle: plots imports report (aggregate)
-
-        for path in make_plots(out, rows):
+        for path in make_plots(out, rows, *suite_order(out, rows)):
             paths[path.stem] = path
     return paths

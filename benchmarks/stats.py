@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 # Two-sided 97.5 % quantiles of Student's t for 1..30 degrees of freedom; beyond, the normal 1.96.
 _T975 = (
@@ -38,3 +39,11 @@ def format_ci(mean: float, half: float, digits: int = 3) -> str:
     if math.isnan(half):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def aggregate(rows: Sequence[dict[str, Any]], key: str) -> tuple[float, float, int]:
+    """``(mean, 95 % CI half-width, n)`` of ``key`` over ``rows`` (NaNs dropped)."""
+    values = [float(r[key]) for r in rows
+              if r.get(key) is not None and not math.isnan(float(r[key]))]
+    mean, half = mean_ci95(values)
+    return mean, half, len(values)
