@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tokengym.fileio import atomic_write_jsonl
+from tokengym.fileio import atomic_write_jsonl, atomic_write_text
 
 PLOTTED = ("reward_mean", "kl_mean", "beta", "entropy", "value_loss")
 
@@ -131,5 +131,5 @@ def write_sample_table(path: str | os.PathLike[str], before: Sequence[dict[str, 
         lines.append(f"| {_cell(b['prompt'], 80)} | {_cell(b['completion'])} | "
                      f"{b['reward']:+.3f} | {_cell(a['completion'])} | {a['reward']:+.3f} |")
     text = "\n".join(lines) + "\n"
-    Path(path).write_text(text, encoding="utf-8")
+    atomic_write_text(path, text)
     return text

@@ -19,7 +19,6 @@ when ``beta > 0``), trains, optionally saves, and returns the model with episode
 from __future__ import annotations
 
 import copy
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from torch import nn
 from tokengym.agents.kl_wrapper import KLPenaltyWrapper
 from tokengym.agents.rollout import forward_kwarg_names
 from tokengym.agents.sb3_agent import SB3_ALGOS  # defined with the config, which must not import SB3
+from tokengym.fileio import atomic_write_json
 from tokengym.models import load_causal_lm
 
 _MODEL_TYPE_ERROR = "model must be a model name/path or a causal LM nn.Module, got {}"
@@ -315,6 +315,6 @@ def train_sb3(
         path = Path(out_dir)
         path.mkdir(parents=True, exist_ok=True)
         sb3_model.save(path / f"sb3_{algo}.zip")
-        (path / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        atomic_write_json(path / "metrics.json", metrics, indent=2)
     return sb3_model, metrics
 

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tokengym.fileio import atomic_write_text
+
 # (title, module, the flag that names the policy model)
 BENCHMARKS: tuple[tuple[str, str, str], ...] = (
     ("Env overhead", "tokengym.benchmarks.env_overhead", "--model"),
@@ -56,5 +58,5 @@ def run_perf(out: str | os.PathLike[str], *, model: str | None = None, timeout: 
         sections += [f"## {title}", "", f"`{shown}` ({status}, {seconds:.0f} s)", "", "```",
                      text.strip(), "```", ""]
     path = out / "PERF.md"
-    path.write_text("\n".join(sections), encoding="utf-8")
+    atomic_write_text(path, "\n".join(sections))
     return path

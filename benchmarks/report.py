@@ -9,6 +9,7 @@ writes one CSV row per run and, per task, a Markdown table of mean ± 95 % CI ov
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -19,6 +20,7 @@ from typing import Any
 from tokengym.benchmarks.plots import make_plots
 from tokengym.benchmarks.stats import aggregate, format_ci
 from tokengym.benchmarks.suites import TASKS
+from tokengym.fileio import atomic_write_text
 
 # results.csv columns after the identifying ones; the metric keys come from eval.json.
 METRICS = ("reward_mean", "gold_reward_mean", "kl_mean", "sqrt_kl", "ref_perplexity",
@@ -75,13 +77,13 @@ def suite_order(out: str | os.PathLike[str], rows: Sequence[dict[str, Any]]
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
-    with path.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[*ID_COLUMNS, *METRICS], lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v)
-                             for k, v in row.items()})
-    return path
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[*ID_COLUMNS, *METRICS], lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v)
+                         for k, v in row.items()})
+    return atomic_write_text(path, buffer.getvalue())
 
 
 def task_table(rows: Sequence[dict[str, Any]], agents: Sequence[str]) -> str:
@@ -155,7 +157,7 @@ def write_report(out: str | os.PathLike[str], plots: bool = True) -> dict[str, P
     if not rows:
         raise ValueError(f"{out} holds no finished run (no runs/<task>/<agent>/seed<k>/eval.json)")
     paths = {"csv": write_csv(rows, out / "results.csv"), "md": out / "RESULTS.md"}
-    paths["md"].write_text(results_markdown(out, rows), encoding="utf-8")
+    atomic_write_text(paths["md"], results_markdown(out, rows))
     if plots:
         for path in make_plots(out, rows, *suite_order(out, rows)):
             paths[path.stem] = path

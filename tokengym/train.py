@@ -43,7 +43,7 @@ from tokengym.agents.logging import plot_metrics, sample_rows, write_sample_tabl
 from tokengym.agents.loop import RunConfig, run_settings_from_checkpoint, train_loop
 from tokengym.agents.ppo_config import PPOConfig
 from tokengym.agents.registry import available, config_class, get_spec, make_agent, make_config
-from tokengym.fileio import atomic_write_json
+from tokengym.fileio import atomic_write_json, atomic_write_text
 from tokengym.models import DEFAULT_MODEL, load_causal_lm, load_tokenizer
 
 # What the run is; a resumed run keeps them.
@@ -285,7 +285,7 @@ def _run_evaluation(agent: Any, make_envs: Any, out: Path, num_samples: int) -> 
         cells = [str(row[k]).replace("\n", " ").replace("|", "\\|")[:160]
                  for k in ("prompt", "completion")]
         lines.append(f"| {cells[0]} | {cells[1]} | {row['reward']:+.3f} |")
-    (out / "samples.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_text(out / "samples.md", "\n".join(lines) + "\n")
     print(json.dumps(metrics, indent=1))
     print(f"{type(agent).__name__} does not train: evaluated once; metrics: {out / 'metrics.json'}")
     return 0
