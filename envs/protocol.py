@@ -60,13 +60,12 @@ Obs = dict[str, np.ndarray]
 _SCALARS = ("max_prompt_tokens", "max_new_tokens", "num_actions")
 
 
-@runtime_checkable
-class TextEnvLike(Protocol):
-    """One text-generation episode: what agents may read from a ``TextGenEnv`` (see module doc)."""
+class _Sizes(Protocol):
+    """The sizes both protocols share."""
 
     @property
     def max_prompt_tokens(self) -> int:
-        """``P``, prompt columns of the observation, in tokens."""
+        """``P``, prompt columns of every observation (row), in tokens."""
         ...
 
     @property
@@ -78,6 +77,11 @@ class TextEnvLike(Protocol):
     def num_actions(self) -> int:
         """``V``, the number of actions (token ids ``0 .. V-1``)."""
         ...
+
+
+@runtime_checkable
+class TextEnvLike(_Sizes, Protocol):
+    """One text-generation episode: what agents may read from a ``TextGenEnv`` (see module doc)."""
 
     @property
     def prompt_record(self) -> PromptRecord | None:
@@ -86,27 +90,12 @@ class TextEnvLike(Protocol):
 
 
 @runtime_checkable
-class TextVectorEnvLike(Protocol):
+class TextVectorEnvLike(_Sizes, Protocol):
     """``N`` text-generation rows: what agents may rely on from a vector env (see module doc)."""
 
     @property
     def num_envs(self) -> int:
         """``N``, the number of rows."""
-        ...
-
-    @property
-    def max_prompt_tokens(self) -> int:
-        """``P``, prompt columns of every observation row, in tokens."""
-        ...
-
-    @property
-    def max_new_tokens(self) -> int:
-        """``G``, the generation budget, in tokens (= steps) per episode."""
-        ...
-
-    @property
-    def num_actions(self) -> int:
-        """``V``, the number of actions (token ids ``0 .. V-1``)."""
         ...
 
     def prompt_records(self) -> list[PromptRecord]:

@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from tokengym.envs.episodes import EpisodeBatch
+from tokengym.envs.episodes import EpisodeBatch, EpisodeSizes
 from tokengym.envs.prompts import PromptRecord
 from tokengym.models import DEFAULT_MODEL, load_tokenizer
 
@@ -46,7 +46,7 @@ def make_spaces(vocab_size: int, seq_len: int) -> tuple[spaces.Discrete, spaces.
     return action_space, observation_space
 
 
-class TextGenEnv(gym.Env):
+class TextGenEnv(EpisodeSizes, gym.Env):
     """A language model writes one token per step; a reward model scores the finished text.
 
     ## Description
@@ -144,22 +144,7 @@ class TextGenEnv(gym.Env):
             self.episodes.vocab_size, self.episodes.seq_len
         )
 
-    # -- what agents may rely on (tokengym.envs.protocol.TextEnvLike) ----------------------------
-    @property
-    def max_prompt_tokens(self) -> int:
-        """``P``, the prompt columns ``[0, P)`` of the observation, in tokens."""
-        return self.episodes.prompt_len
-
-    @property
-    def max_new_tokens(self) -> int:
-        """``G``, the generation budget in tokens (steps) per episode; columns ``[P, P + G)``."""
-        return self.episodes.max_new_tokens
-
-    @property
-    def num_actions(self) -> int:
-        """``V``, the number of actions (token ids ``0 .. V-1``): ``action_space.n``."""
-        return self.episodes.vocab_size
-
+    # -- what agents may rely on (tokengym.envs.protocol.TextEnvLike; sizes: EpisodeSizes) --------
     @property
     def prompt_record(self) -> PromptRecord | None:
         """The current episode's prompt (text, id in the source, fields); None before any reset."""

@@ -10,7 +10,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from tokengym.envs.episodes import EpisodeBatch
+from tokengym.envs.episodes import EpisodeBatch, EpisodeSizes
 from tokengym.envs.prompts import PromptRecord
 from tokengym.envs.text_gen_env import make_spaces, resolve_tokenizer
 from tokengym.models import DEFAULT_MODEL
@@ -26,7 +26,7 @@ def _autoreset_mode(mode: Any) -> AutoresetMode:
         raise ValueError(f"autoreset_mode {mode!r} is not one of: {accepted}") from None
 
 
-class TextGenVectorEnv(VectorEnv):
+class TextGenVectorEnv(EpisodeSizes, VectorEnv):
     """``num_envs`` independent :class:`TextGenEnv` episodes, stepped as one batch.
 
     Same arguments, spaces, rewards and infos as :class:`TextGenEnv`, plus ``num_envs`` and
@@ -99,21 +99,6 @@ class TextGenVectorEnv(VectorEnv):
         self._needs_autoreset = np.zeros(self.num_envs, dtype=bool)
 
     # -- what agents may rely on (tokengym.envs.protocol.TextVectorEnvLike) ---------------------
-    @property
-    def max_prompt_tokens(self) -> int:
-        """``P``, the prompt columns ``[0, P)`` of every observation row, in tokens."""
-        return self.episodes.prompt_len
-
-    @property
-    def max_new_tokens(self) -> int:
-        """``G``, the generation budget in tokens (steps) per episode; columns ``[P, P + G)``."""
-        return self.episodes.max_new_tokens
-
-    @property
-    def num_actions(self) -> int:
-        """``V``, the number of actions (token ids ``0 .. V-1``): ``single_action_space.n``."""
-        return self.episodes.vocab_size
-
     def prompt_records(self) -> list[PromptRecord]:
         """The prompt of each row's current episode, ``num_envs`` records in row order.
 
