@@ -6,6 +6,7 @@ owns everything around the algorithm:
 - **resume**: from a checkpoint (``resume_from``), then the changed settings applied with a log
   line (:meth:`~tokengym.agents.base.TrainableAgent.reconfigure`); ``metrics.jsonl`` and
   ``evals.jsonl`` keep only the records up to the restored iteration;
+- **budget**: ``run.iterations``, or fewer when ``run.token_budget`` sampled tokens are reached;
 - **logging**: one record per iteration in ``metrics.jsonl`` (and TensorBoard), each with the
   cumulative ``tokens_total`` generated and the training ``wall_time_s``;
 - **evaluations**: ``evaluate(agent)`` before training and every ``run.eval_every`` iterations,
@@ -47,6 +48,10 @@ class RunConfig(ConfigMixin):
 
     # Training iterations to reach (a resumed run continues up to this many in all).
     iterations: int = 20
+    # Stop once this many completion tokens have been sampled for training (RLOO/GRPO's k samples
+    # per prompt count), whichever of this and `iterations` comes first; 0: no token budget.
+    # Comparisons give every agent the same budget (docs/benchmarks.md).
+    token_budget: int = 0
     # Write a checkpoint every this many iterations (and always at the end).
     checkpoint_every: int = 10
     # Checkpoints kept on disk (older ones are deleted).
@@ -63,6 +68,7 @@ class RunConfig(ConfigMixin):
         """Raise ``ValueError`` naming the bad value; returns ``self``."""
         self._check_positive_ints("iterations", "checkpoint_every", "keep_checkpoints")
         int_at_least("num_samples", self.num_samples, 0)
+        int_at_least("token_budget", self.token_budget, 0)
         int_at_least("eval_every", self.eval_every, 0)
         if not isinstance(self.tensorboard, bool):
             raise ValueError(f"tensorboard must be true or false, got {self.tensorboard!r}")
@@ -164,7 +170,8 @@ def train_loop(
     try:
         if evaluate is not None and run.eval_every and not evals:
             log_eval()
-        while agent.iteration < run.iterations and not stop["requested"]:
+        while (agent.iteration < run.iterations and not stop["requested"]
+               and not (run.token_budget and tokens >= run.token_budget)):
             t0 = time.perf_counter()
             record = agent.train_iteration()
             wall += time.perf_counter() - t0
@@ -187,7 +194,8 @@ def train_loop(
         ckpt = ckpt_root / f"iter_{agent.iteration:06d}"
     else:
         ckpt = save_checkpoint(ckpt_root, agent, metadata, keep=run.keep_checkpoints)
-    interrupted = stop["requested"] and agent.iteration < run.iterations
+    interrupted = stop["requested"] and agent.iteration < run.iterations and not (
+        run.token_budget and tokens >= run.token_budget)
     return LoopResult(ckpt, interrupted, tokens, wall, changes)
 
 

@@ -162,3 +162,12 @@ def test_config_dicts_name_what_moved_or_clashes() -> None:
         PPOConfig.from_dict({"checkpoint_every": 5})
     with pytest.raises(ValueError, match="both 'target_kl'"):
         PPOConfig.from_dict({"target_kl": 1.0, "adaptive_kl_target": 2.0})
+
+
+def test_token_budget_ends_the_run_at_the_first_iteration_past_it(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(["train", *ENV_ARGS, *SMALL, "--iterations", "50", "--token-budget", "10",
+                 "--out", str(out)]) == 0
+    totals = [r["tokens_total"] for r in read_metrics(out / "metrics.jsonl")]
+    assert totals[-1] >= 10 and all(t < 10 for t in totals[:-1])
+    assert json.loads((out / "config.json").read_text())["run"]["token_budget"] == 10

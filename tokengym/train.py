@@ -51,7 +51,7 @@ IDENTITY_KEYS = ("env", "model", "agent", "env_kwargs")
 DEFAULTS = {"env": "tokengym/Sentiment-v0", "model": DEFAULT_MODEL, "agent": "ppo",
             "env_kwargs": {}}
 # Run settings with flags of their own outside the agent-config group.
-RUN_FLAGS = ("iterations", "checkpoint_every", "keep_checkpoints", "num_samples")
+RUN_FLAGS = ("iterations", "token_budget", "checkpoint_every", "keep_checkpoints", "num_samples")
 
 
 def _config_classes() -> list[type]:
