@@ -26,16 +26,19 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def whiten(
-    x: torch.Tensor, mask: torch.Tensor | None = None, shift_mean: bool = True
+    x: torch.Tensor, mask: torch.Tensor | None = None, shift_mean: bool = True, scale: bool = True
 ) -> torch.Tensor:
     """``(x - mean) / std`` over the masked entries (entries outside the mask become 0).
 
-    ``shift_mean=False`` only rescales (used for rewards, whose sign carries meaning).
+    ``shift_mean=False`` only rescales (used for rewards, whose sign carries meaning);
+    ``scale=False`` only centres.
     """
     if mask is None:
         mask = torch.ones_like(x, dtype=torch.bool)
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
-    out = (x - mean) * torch.rsqrt(var + 1e-8)
+    mean = masked_mean(x, mask)
+    out = x - mean
+    if scale:
+        out = out * torch.rsqrt(masked_var(x, mask) + 1e-8)
     if not shift_mean:
         out = out + mean
     return torch.where(mask, out, torch.zeros_like(out))

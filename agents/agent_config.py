@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from tokengym.agents.kl import KL_ESTIMATORS
-from tokengym.checks import positive_int
+from tokengym.checks import int_at_least, positive_int
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -133,6 +133,9 @@ class PGConfig(ConfigMixin):
     grad_accum_steps: int = 1
     # Weight of the entropy bonus (subtracted from the loss).
     ent_coef: float = 0.0
+    # Linear learning-rate warm-up: iteration i (0-based) uses lr * min(1, (i + 1) / this);
+    # 0 = none. The first updates are where a fresh optimizer's steps are largest.
+    warmup_iterations: int = 0
 
     # -- rewards -----------------------------------------------------------------------------
     # Rescale the env's scores to unit std per rollout (mean kept) before anything else.
@@ -174,6 +177,7 @@ class PGConfig(ConfigMixin):
     def validate(self) -> Any:
         """Raise ``ValueError`` naming the bad value and the fix; returns ``self``."""
         self._check_positive_ints("num_envs", "grad_accum_steps", "adaptive_kl_horizon", "lora_r")
+        int_at_least("warmup_iterations", self.warmup_iterations, 0)
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0 to train (log-probs of greedy decoding "
                              f"are undefined), got {self.temperature}")
@@ -212,6 +216,8 @@ class CriticConfig(PGConfig):
     lam: float = 0.95
     # Weight of the value loss in the total loss.
     vf_coef: float = 0.1
+    # Learning rate of the critic (value head, and the separate value trunk); None = lr.
+    value_lr: float | None = None
     # Normalise advantages to zero mean / unit std over the rollout's tokens.
     whiten_advantages: bool = True
     # "shared": a scalar value head on the policy's last hidden state (one trunk);
@@ -227,6 +233,8 @@ class CriticConfig(PGConfig):
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.vf_coef < 0:
             raise ValueError(f"vf_coef must be >= 0, got {self.vf_coef}")
+        if self.value_lr is not None and not self.value_lr > 0:
+            raise ValueError(f"value_lr must be > 0 (or None: the policy's lr), got {self.value_lr}")
         if self.value_model not in VALUE_MODELS:
             raise ValueError(f"value_model={self.value_model!r}; accepted: {VALUE_MODELS}")
         if self.lora and self.value_model == "separate":

@@ -115,19 +115,45 @@ class TrainableAgent:
         self.group_size = int(getattr(config, "samples_per_prompt", 1))
         self.envs = self.grouped(envs) if envs is not None else None
         self.num_actions = int(envs.single_action_space.n) if envs is not None else None
-        # An unused value head gets no gradient; leaving it out keeps Adam's state small.
-        self.params = [p for n, p in policy.named_parameters() if p.requires_grad and (
-            self.uses_value_head or not n.startswith(("value_head", "value_trunk")))]
+        # An unused value head gets no gradient; leaving it out keeps Adam's state small. The
+        # critic (value head, separate value trunk) has its own learning rate (value_lr): its
+        # regression target moves each rollout and a head trained at the policy's small lr never
+        # catches up.
+        def is_critic(name: str) -> bool:
+            return name.startswith(("value_head", "value_trunk"))
+
+        trainable = [(n, p) for n, p in policy.named_parameters() if p.requires_grad]
+        groups = [{"params": [p for n, p in trainable if not is_critic(n)], "lr": config.lr}]
+        if self.uses_value_head:
+            groups.append({"params": [p for n, p in trainable if is_critic(n)],
+                           "lr": self.value_lr(config)})
+        self.params = [p for group in groups for p in group["params"]]
         # The fused kernel updates all parameters in one pass (CPU and CUDA); it matters for
         # full fine-tuning, where the optimizer step touches every weight.
         self.optimizer = torch.optim.AdamW(
-            self.params, lr=config.lr, eps=config.adam_eps, weight_decay=config.weight_decay,
+            groups, lr=config.lr, eps=config.adam_eps, weight_decay=config.weight_decay,
             fused=policy.device.type in ("cpu", "cuda"),
         )
         self.kl_controller = make_kl_controller(config)
         self.sample_generator = torch.Generator(device=policy.device).manual_seed(config.seed)
         self.shuffle_generator = torch.Generator().manual_seed(config.seed + 1)
         self.iteration = 0  # completed iterations
+
+    @staticmethod
+    def value_lr(config: Any) -> float:
+        """The critic's learning rate: ``config.value_lr``, or ``lr`` where it is None/absent."""
+        value_lr = getattr(config, "value_lr", None)
+        return config.lr if value_lr is None else value_lr
+
+    def set_learning_rates(self) -> float:
+        """Write this iteration's learning rates into the optimizer: ``lr`` and ``value_lr``
+        scaled by the linear warm-up over ``config.warmup_iterations``; returns the scale."""
+        cfg = self.config
+        scale = min(1.0, (self.iteration + 1) / cfg.warmup_iterations) \
+            if cfg.warmup_iterations else 1.0
+        for group, base in zip(self.optimizer.param_groups, (cfg.lr, self.value_lr(cfg))):
+            group.update(lr=base * scale, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+        return scale
 
     def grouped(self, envs: Any) -> Any:
         """``envs`` with consecutive rows sharing a prompt when ``samples_per_prompt > 1``."""
@@ -230,11 +256,16 @@ class TrainableAgent:
                                         self.num_actions or logits.shape[-1])
         return logprobs, logp, values
 
-    def optimize(self, b: Batch, loss_fn: LossFn, epochs: int = 1, num_minibatches: int = 1
-                 ) -> dict[str, float]:
+    def optimize(self, b: Batch, loss_fn: LossFn, epochs: int = 1, num_minibatches: int = 1,
+                 target_kl: float | None = None) -> dict[str, float]:
         """``epochs`` passes over the rollout, each in ``num_minibatches`` shuffled minibatches
         (one clipped-gradient optimizer step each, split in ``config.grad_accum_steps``
         micro-batches whose gradients add up). A single full-batch step is not shuffled.
+
+        ``target_kl`` (for losses whose stats include ``approx_kl``): when a minibatch's token
+        mean of ``approx_kl`` (how far the policy already moved from the rollout's) exceeds it,
+        that minibatch's step is skipped and the update ends there, as in SB3 and CleanRL.
+        ``updates`` counts the optimizer steps taken, ``early_stop`` is 1.0 when it stopped.
 
         ``loss_fn(rows)`` returns the per-token loss ``(n, g)`` and per-token stats of ``rows``;
         a step's loss is summed over its tokens and divided by the minibatch's token count.
@@ -246,7 +277,10 @@ class TrainableAgent:
         max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
         sums: dict[str, float] = {}
         tokens, first_entropy, first_tokens, grad_norms = 0.0, 0.0, 0.0, []
+        stopped = False
         for epoch in range(epochs):
+            if stopped:
+                break
             if epochs == 1 and num_minibatches == 1:
                 order = torch.arange(n, device=b.mask.device)
             else:
@@ -254,6 +288,7 @@ class TrainableAgent:
             for rows in order.split(n // num_minibatches):
                 self.optimizer.zero_grad(set_to_none=True)
                 n_tokens = b.mask[rows].sum().clamp(min=1)
+                step_kl = 0.0
                 for micro in rows.split(max(len(rows) // cfg.grad_accum_steps, 1)):
                     per_token, stats = loss_fn(micro)
                     mask = b.mask[micro]
@@ -263,6 +298,14 @@ class TrainableAgent:
                             sums[key] = sums.get(key, 0.0) + float((value * mask).sum())
                         if epoch == 0 and "entropy" in stats:
                             first_entropy += float((stats["entropy"] * mask).sum())
+                        if target_kl is not None:
+                            step_kl += float((stats["approx_kl"] * mask).sum())
+                if target_kl is not None and step_kl / float(n_tokens) > target_kl:
+                    stopped = True
+                    # This minibatch's stats still count: they describe where the policy got to.
+                    tokens += float(n_tokens)
+                    first_tokens += float(n_tokens) if epoch == 0 else 0.0
+                    break
                 tokens += float(n_tokens)
                 first_tokens += float(n_tokens) if epoch == 0 else 0.0
                 grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.params, max_norm)))
@@ -270,7 +313,10 @@ class TrainableAgent:
         out = {key: value / tokens for key, value in sums.items()}
         if "entropy" in sums:
             out["entropy"] = first_entropy / max(first_tokens, 1.0)
-        out["grad_norm"] = float(np.mean(grad_norms))
+        out["grad_norm"] = float(np.mean(grad_norms)) if grad_norms else 0.0
+        out["updates"] = float(len(grad_norms))
+        if target_kl is not None:
+            out["early_stop"] = float(stopped)
         return out
 
     # -- one iteration -----------------------------------------------------------------------
@@ -282,6 +328,7 @@ class TrainableAgent:
         t1 = time.perf_counter()
         batch, metrics = self.prepare(rollout)
         t2 = time.perf_counter()
+        metrics["lr"] = self.config.lr * self.set_learning_rates()
         metrics.update(self.update(batch))
         t3 = time.perf_counter()
         self.kl_controller.update(metrics["kl_mean"], batch.mask.shape[0])
@@ -331,7 +378,8 @@ class TrainableAgent:
         """Switch to ``config`` after a checkpoint was restored (``--resume`` with new flags).
 
         The restored optimizer and KL controller would otherwise keep the old learning rate and
-        beta: ``lr``/``adam_eps``/``weight_decay`` are written into the optimizer's param groups,
+        beta: ``lr``/``value_lr``/``adam_eps``/``weight_decay`` are written into the optimizer's
+        param groups,
         and a changed ``beta`` or adaptive-KL setting rebuilds the controller (from the new
         ``beta`` if it was given, else from the restored one). Every other field is read from
         ``self.config`` where it is used. Fields of ``config.FIXED_ON_RESUME`` cannot change:
@@ -346,13 +394,12 @@ class TrainableAgent:
                 f"cannot change {fixed} when resuming (they shape the model, optimizer state or "
                 f"rollout stream of the run; checkpoint has "
                 f"{ {k: old.get(k) for k in fixed} }); start a new run with --out instead")
-        for group in self.optimizer.param_groups:
-            group.update(lr=config.lr, eps=config.adam_eps, weight_decay=config.weight_decay)
         if {"beta", "adaptive_kl", "adaptive_kl_target", "adaptive_kl_horizon"} & set(changed):
             beta = config.beta if "beta" in changed else self.kl_controller.beta
             self.kl_controller = make_kl_controller(config)
             self.kl_controller.beta = float(beta)
         self.config = config
+        self.set_learning_rates()
         return [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in changed.items()]
 
 

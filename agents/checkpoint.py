@@ -70,6 +70,29 @@ def save_checkpoint(
     return final
 
 
+def _match_param_groups(state: dict[str, Any], optimizer: torch.optim.Optimizer
+                        ) -> dict[str, Any]:
+    """``state`` with its parameters regrouped like ``optimizer``'s groups, when only the
+    grouping differs: tokengym 0.1.0 kept the policy and its value head in one group, later
+    versions give the critic its own (``value_lr``). The per-parameter state (Adam's moments)
+    is in the same order either way; the groups' settings come from the agent's config."""
+    groups = optimizer.param_groups
+    if len(state["param_groups"]) == len(groups):
+        return state
+    ids = [i for group in state["param_groups"] for i in group["params"]]
+    if len(ids) != sum(len(g["params"]) for g in groups):
+        raise ValueError(f"the checkpoint's optimizer holds {len(ids)} parameters, this agent "
+                         f"{sum(len(g['params']) for g in groups)}: it was written for another "
+                         "model or agent")
+    regrouped, start = [], 0
+    for group in groups:
+        end = start + len(group["params"])
+        regrouped.append({**{k: v for k, v in group.items() if k != "params"},
+                          "params": ids[start:end]})
+        start = end
+    return {"state": state["state"], "param_groups": regrouped}
+
+
 def find_checkpoint(path: str | os.PathLike[str]) -> Path:
     """The checkpoint directory for ``path``: a checkpoint itself, a ``checkpoints/`` folder
     (its ``LATEST``), or a run directory containing ``checkpoints/``."""
@@ -103,7 +126,7 @@ def load_checkpoint(path: str | os.PathLike[str], agent: Any) -> dict[str, Any]:
     weights = load_file(ckpt / "weights.safetensors", device=str(device))
     agent.policy.load_trainable_state_dict(weights)
     optimizer_state = torch.load(ckpt / "optimizer.pt", weights_only=True, map_location=device)
-    agent.optimizer.load_state_dict(optimizer_state)
+    agent.optimizer.load_state_dict(_match_param_groups(optimizer_state, agent.optimizer))
     tensors = torch.load(ckpt / "rng.pt", weights_only=True)
     torch.set_rng_state(tensors.pop("torch_rng"))
     agent.load_state_dict({**info["agent"], **tensors})

@@ -86,7 +86,7 @@ class ActorCritic(nn.Module):
         value_model: ``"shared"`` or ``"separate"``.
         lora: wrap ``lm`` with LoRA adapters (needs ``peft``); ``lora_kwargs`` go to
             ``peft.LoraConfig``.
-        seed: seeds the value head's initialisation (independent of the global RNG).
+        seed: kept for API compatibility; the value head starts at zero (no randomness).
     """
 
     def __init__(
@@ -120,10 +120,10 @@ class ActorCritic(nn.Module):
         param = next(lm.parameters())
         self.value_head = nn.Linear(hidden, 1).to(device=param.device, dtype=param.dtype)
         with torch.no_grad():
-            gen = torch.Generator().manual_seed(seed)
-            # Small weights and a zero bias: initial values ~0, so early advantages ~ rewards.
-            self.value_head.weight.copy_(torch.randn(self.value_head.weight.shape, generator=gen)
-                                         / (hidden ** 0.5) * 0.1)
+            # Zero weights and bias: every value starts at exactly 0, so the first advantages are
+            # the rewards themselves rather than the noise of a random head (whose outputs on
+            # SmolLM2's hidden states were 0.05-0.26, the size of the reward differences).
+            self.value_head.weight.zero_()
             self.value_head.bias.zero_()
 
     @staticmethod

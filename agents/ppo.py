@@ -56,7 +56,11 @@ def gae_advantages(b: Batch, beta: float, cfg: CriticConfig) -> dict[str, float]
                                 cfg.kl_estimator)
     advantages, returns = gae(rewards, b.values, b.mask, cfg.gamma, cfg.lam)
     if cfg.whiten_advantages:
-        advantages = whiten(advantages, b.mask)
+        # When every episode scored the same, what is left in the advantages is the KL penalty
+        # and the critic's errors: scaled to unit std, that noise would drive the whole update.
+        # Such rollouts are only centred.
+        same_scores = len(b.scores) < 2 or float(b.scores.std()) < 1e-6
+        advantages = whiten(advantages, b.mask, shift_mean=True, scale=not same_scores)
     b.advantages, b.returns = advantages, returns
     var_ret = masked_mean((returns - masked_mean(returns, b.mask)) ** 2, b.mask)
     var_err = masked_mean((returns - b.values) ** 2, b.mask)
@@ -109,4 +113,4 @@ class PPOAgent(TrainableAgent):
                          entropy=entropy.detach())
             return per_token, stats
 
-        return self.optimize(b, loss_fn, cfg.epochs, cfg.num_minibatches)
+        return self.optimize(b, loss_fn, cfg.epochs, cfg.num_minibatches, cfg.max_approx_kl)

@@ -36,6 +36,10 @@ class PPOConfig(CriticConfig):
     # Value predictions may move at most this far from the rollout's values (clipped value loss).
     # 0 disables value clipping.
     value_clip_range: float = 0.2
+    # Early stop of the update: when a minibatch's mean approximate KL between the current policy
+    # and the rollout's (approx_kl, per token) exceeds this, its step is skipped and the update
+    # ends (SB3's and CleanRL's `target_kl`). None = all epochs x minibatches.
+    max_approx_kl: float | None = None
 
     def validate(self) -> PPOConfig:
         """Raise ``ValueError`` naming the bad value and the fix; returns ``self``."""
@@ -56,6 +60,9 @@ class PPOConfig(CriticConfig):
             raise ValueError(f"clip_range must be > 0, got {self.clip_range}")
         if self.value_clip_range < 0:
             raise ValueError(f"value_clip_range must be >= 0, got {self.value_clip_range}")
+        if self.max_approx_kl is not None and not self.max_approx_kl > 0:
+            raise ValueError(f"max_approx_kl must be > 0 (or None: no early stop), got "
+                             f"{self.max_approx_kl}")
         if self.vf_coef == 0 and self.lam < 1:
             # Without a trained value function, GAE with lam < 1 bootstraps from an untrained head.
             raise ValueError(

@@ -10,7 +10,7 @@ from tokengym.agents.ppo_config import PPOConfig
 from tokengym.agents.toy_task import make_toy_envs
 from tokengym.models import load_causal_lm
 
-ITERATIONS = 25
+ITERATIONS = 40  # the value head starts at 0; 25 iterations reached 0.74-0.86 over seeds 0-2
 # Temperature 0.1: the random tiny model's near-uniform distribution needs a low temperature for
 # rewards to carry signal (see agents/toy_task.py).
 TOY = dict(num_envs=16, epochs=2, num_minibatches=2, lr=1e-3, temperature=0.1, seed=0)
@@ -47,8 +47,10 @@ def test_reward_rises_from_chance_to_0_8(no_kl_run: list[dict]) -> None:
 def test_larger_beta_ends_with_smaller_kl(tokenizer) -> None:
     # A gentler learning rate than above: at lr=1e-3 both runs jump far from the reference
     # within a few updates, whatever beta says.
+    # beta 1.0: with the zero-initialised value head, beta 0.5 gave ratios of 0.53-0.71 over seeds
+    # 0-1 (0.49-0.59 before, so already near the bound); beta 1.0 gives 0.46-0.57 over seeds 0-2.
     free = train(tokenizer, iterations=10, beta=0.0, lr=3e-4)
-    penalised = train(tokenizer, iterations=10, beta=0.5, lr=3e-4)
+    penalised = train(tokenizer, iterations=10, beta=1.0, lr=3e-4)
     kl_free, kl_penalised = mean_last(free, "kl_mean", 5), mean_last(penalised, "kl_mean", 5)
     assert kl_free > 1.0  # the unpenalised policy did drift
     assert kl_penalised < 0.6 * kl_free, (kl_penalised, kl_free)

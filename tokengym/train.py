@@ -73,28 +73,35 @@ def _all_fields() -> dict[str, tuple[type, dataclasses.Field]]:
     return out
 
 
-def _field_type(cls: type, f: dataclasses.Field) -> type:
+def _field_type(cls: type, f: dataclasses.Field) -> tuple[type, bool]:
+    """``(type, optional)`` of field ``f``: ``float | None`` is ``(float, True)``."""
     hint = typing.get_type_hints(cls)[f.name]
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    return hint
+        args = typing.get_args(hint)
+        return next(a for a in args if a is not type(None)), type(None) in args
+    return hint, False
 
 
-def _optional_float(text: str) -> float | None:
-    return None if text.lower() in ("none", "null", "") else float(text)
+def _optional(kind: type) -> Any:
+    """An argparse type for ``kind | None``: "none"/"null" give None."""
+    def parse(text: str) -> Any:
+        return None if text.lower() in ("none", "null", "") else kind(text)
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error messages
+    return parse
 
 
 def _add_field_flag(group: argparse._ArgumentGroup, cls: type, f: dataclasses.Field,
                     name: str | None = None, **extra: Any) -> None:
     """A flag for config field ``f`` (``--name``, default: the field's), typed from its hint."""
     flag = "--" + (name or f.name).replace("_", "-")
-    kind = _field_type(cls, f)
+    kind, optional = _field_type(cls, f)
     if kind is bool:
         group.add_argument(flag, action=argparse.BooleanOptionalAction,
                            default=argparse.SUPPRESS, **extra)
-    elif f.name == "no_stop_penalty":
-        group.add_argument(flag, type=_optional_float, default=argparse.SUPPRESS,
-                           metavar="FLOAT|none", **extra)
+    elif optional:
+        group.add_argument(flag, type=_optional(kind), default=argparse.SUPPRESS,
+                           metavar=f"{kind.__name__.upper()}|none", **extra)
     else:
         group.add_argument(flag, type=kind, default=argparse.SUPPRESS,
                            metavar=kind.__name__.upper(), **extra)
