@@ -62,7 +62,12 @@ def eval_group_size(name: str, overrides: dict[str, Any]) -> int:
 
 def complete_metrics(metrics: dict[str, float], rollout: Any, reference: torch.nn.Module,
                      envs: Any, gold: str | None) -> dict[str, float]:
-    """Fill in what an agent's own ``evaluate`` may not report, from its rollout."""
+    """Fill in what an agent's own ``evaluate`` may not report, from its rollout.
+
+    The KL is the agent's own (agents/inference.py: 0 for ``sample``, -log ref(y) for
+    ``greedy``, Beirami et al.'s estimate with ``kl_bound`` for ``best-of-n``); only its per-token
+    value is derived here when missing, and ``kl_mean`` is NaN for an agent that reports none.
+    """
     out = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
     completions = [info.get("completion", "") for info in rollout.infos]
     if "ref_perplexity" not in out:
@@ -75,6 +80,7 @@ def complete_metrics(metrics: dict[str, float], rollout: Any, reference: torch.n
     out.setdefault("mean_length", float(rollout.lengths.float().mean()))
     out.setdefault("reward_mean", float(rollout.rewards.mean()))
     out.setdefault("kl_mean", float("nan"))
+    out.setdefault("kl_token_mean", out["kl_mean"] / max(out["mean_length"], 1.0))
     if gold is not None and "gold_reward_mean" not in out:
         prompts = [info.get("prompt", "") for info in rollout.infos]
         out["gold_reward_mean"] = float(np.mean(score(make(gold), prompts, completions)[0]))
@@ -196,12 +202,17 @@ class BenchRunner:
 
     def evaluate(self, agent: Any, trainable: bool, lm: torch.nn.Module, envs: Any,
                  gold: str | None, seed: int) -> dict[str, float]:
-        """Held-out metrics of ``agent`` with reset/sampling seed ``seed`` (module docstring)."""
+        """Held-out metrics of ``agent`` with reset/sampling seed ``seed`` (module docstring).
+
+        Every trained agent goes through :func:`evaluate_policy`, so its ``kl_mean`` is the same
+        exact per-token KL to its reference (``kl_k1_mean``: the k1 estimate). The reference is
+        passed as ``agent.policy.reference`` (a context manager) rather than entered here: with
+        LoRA it is the policy with adapters disabled, which must not sample the rollout.
+        """
         if trainable:
             temperature = float(getattr(agent.config, "temperature", 1.0))
-            with agent.policy.reference() as ref:
-                metrics, _ = evaluate_policy(agent.policy.lm, ref, envs, seed=seed,
-                                             temperature=temperature, gold_reward_model=gold)
+            metrics, _ = evaluate_policy(agent.policy.lm, agent.policy.reference, envs, seed=seed,
+                                         temperature=temperature, gold_reward_model=gold)
             return metrics
         rollout, metrics = agent.evaluate(envs, seed=seed)
         return complete_metrics(metrics, rollout, lm, envs, gold)
