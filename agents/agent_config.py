@@ -11,6 +11,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
+import types
+import typing
 import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -19,6 +23,8 @@ from tokengym.agents.kl import KL_ESTIMATORS
 from tokengym.checks import int_at_least, positive_int
 
 DTYPES = ("float32", "bfloat16", "float16")
+# The lowest sampling temperature a trainable agent accepts: logits / 1e-45 overflow to inf.
+MIN_TEMPERATURE = 0.01
 
 # Old config keys -> their one name now (docs/glossary.md). Accepted, with a DeprecationWarning,
 # in from_dict (TOML files, run directories written by 0.1.0) until tokengym 0.3.
@@ -88,6 +94,37 @@ class ConfigMixin:
             raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; accepted: "
                              f"{', '.join(cls.field_names())}")
         return cls(**values)
+
+    def check_types(self) -> None:
+        """Every field holds what its annotation says (``bool`` is not a number here, an ``int``
+        is a ``float``), and every float is finite: ``TypeError``/``ValueError`` naming the
+        field. TOML and JSON give ``"ten"`` or ``true`` where a number belongs; a NaN or inf
+        setting would train to NaN weights."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value, hint = getattr(self, f.name), hints[f.name]
+            args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union,
+                                                                       types.UnionType) else ()
+            kinds = tuple(a for a in args if a is not type(None)) or (hint,)
+            if value is None and type(None) in args:
+                continue
+            kind = kinds[0]
+            if kind is bool:
+                ok = isinstance(value, bool)
+            elif kind is float:
+                ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            elif kind is int:
+                ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, kind) if isinstance(kind, type) else True
+            if not ok:
+                expected = " or ".join(k.__name__ for k in kinds) + (" or None" if args and
+                                                                      type(None) in args else "")
+                raise TypeError(f"{type(self).__name__}.{f.name} must be {expected}, got "
+                                f"{value!r} ({type(value).__name__})")
+            if kind is float and not math.isfinite(value):
+                raise ValueError(f"{type(self).__name__}.{f.name} must be a finite number, "
+                                 f"got {value}")
 
     def _check_positive_ints(self, *names: str) -> None:
         for name in names:
@@ -176,13 +213,15 @@ class PGConfig(ConfigMixin):
 
     def validate(self) -> Any:
         """Raise ``ValueError`` naming the bad value and the fix; returns ``self``."""
+        self.check_types()
         self._check_positive_ints("num_envs", "grad_accum_steps", "adaptive_kl_horizon", "lora_r")
         int_at_least("warmup_iterations", self.warmup_iterations, 0)
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0 to train (log-probs of greedy decoding "
-                             f"are undefined), got {self.temperature}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.temperature < MIN_TEMPERATURE:
+            raise ValueError(f"temperature must be >= {MIN_TEMPERATURE} to train (logits divided "
+                             f"by less overflow; greedy decoding has no log-probs), got "
+                             f"{self.temperature}")
+        if not 0 < self.lr <= 1:
+            raise ValueError(f"lr must be in (0, 1] (typical: 1e-6 to 1e-4), got {self.lr}")
         for name in ("max_grad_norm", "ent_coef", "beta", "weight_decay", "lora_dropout"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -233,8 +272,9 @@ class CriticConfig(PGConfig):
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.vf_coef < 0:
             raise ValueError(f"vf_coef must be >= 0, got {self.vf_coef}")
-        if self.value_lr is not None and not self.value_lr > 0:
-            raise ValueError(f"value_lr must be > 0 (or None: the policy's lr), got {self.value_lr}")
+        if self.value_lr is not None and not 0 < self.value_lr <= 1:
+            raise ValueError(f"value_lr must be in (0, 1] (or None: the policy's lr), got "
+                             f"{self.value_lr}")
         if self.value_model not in VALUE_MODELS:
             raise ValueError(f"value_model={self.value_model!r}; accepted: {VALUE_MODELS}")
         if self.lora and self.value_model == "separate":

@@ -22,6 +22,7 @@ A subclass writes only what makes it a different algorithm: how it credits sampl
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from tokengym.agents.policy import (
     token_logprobs,
 )
 from tokengym.agents.rollout import Rollout, collect_rollout
+from tokengym.checks import NonFiniteError
 
 # loss_fn(rows) -> (per-token loss (n, g), per-token stats {name: (n, g)}) of the rows `rows`.
 LossFn = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -308,8 +310,19 @@ class TrainableAgent:
                     break
                 tokens += float(n_tokens)
                 first_tokens += float(n_tokens) if epoch == 0 else 0.0
-                grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.params, max_norm)))
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+                if not math.isfinite(grad_norm):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    raise NonFiniteError(
+                        f"non-finite gradient norm ({grad_norm}) in iteration "
+                        f"{self.iteration + 1}, epoch {epoch + 1}: that step was not taken and no "
+                        "checkpoint holds it (lower the lr, check the rewards)")
+                grad_norms.append(grad_norm)
                 self.optimizer.step()
+        if not all(bool(torch.isfinite(p).all()) for p in self.params):
+            raise NonFiniteError(
+                f"a weight became non-finite in iteration {self.iteration + 1} (the learning rate "
+                "is too large for this model); the run's last checkpoint is intact")
         out = {key: value / tokens for key, value in sums.items()}
         if "entropy" in sums:
             out["entropy"] = first_entropy / max(first_tokens, 1.0)

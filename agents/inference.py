@@ -67,6 +67,7 @@ class SampleConfig(ConfigMixin):
     device: str = "auto"
 
     def validate(self) -> Any:
+        self.check_types()
         self._check_positive_ints("num_envs")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
+from tokengym.checks import finite_reward
 from tokengym.envs.protocol import text_env_view
 
 
@@ -241,7 +242,7 @@ def collect_rollout(
         ended = running & (term | trunc)
         if ended.any():
             for i in np.flatnonzero(ended):
-                rewards[i] = float(reward[i])
+                rewards[i] = finite_reward(reward[i], f"env row {i}'s episode")
                 terminated[i] = bool(term[i])
                 infos[i] = row_info(info, int(i))
             running &= ~ended

@@ -44,6 +44,7 @@ class SB3Config(ConfigMixin):
     lam: float = 0.95
 
     def validate(self) -> SB3Config:
+        self.check_types()
         if self.algo not in SB3_ALGOS:
             raise ValueError(f"algo={self.algo!r}; accepted: {SB3_ALGOS}")
         self._check_positive_ints("num_envs", "n_steps", "batch_size", "epochs")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 import tomllib
 import types
@@ -38,6 +39,7 @@ from tqdm import tqdm
 
 import tokengym  # noqa: F401  (registers the env ids)
 from tokengym.agents.agent_config import RENAMED, rename_deprecated
+from tokengym.agents.base import NonFiniteError
 from tokengym.agents.checkpoint import find_checkpoint, read_checkpoint_info
 from tokengym.agents.logging import plot_metrics, sample_rows, write_sample_table
 from tokengym.agents.loop import RunConfig, run_settings_from_checkpoint, train_loop
@@ -180,6 +182,13 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise SystemExit(f"--config {args.config}: {exc}") from None
         identity.update({k: data.pop(k) for k in IDENTITY_KEYS if k in data})
+        for key in ("env", "model", "agent"):
+            if not isinstance(identity[key], str):
+                raise SystemExit(f"--config {args.config}: {key} must be a string, got "
+                                 f"{identity[key]!r}")
+        if not isinstance(identity["env_kwargs"], dict):
+            raise SystemExit(f"--config {args.config}: env_kwargs must be a table ([env_kwargs] "
+                             f"with one key per gym.make keyword), got {identity['env_kwargs']!r}")
         run_fields = RunConfig.field_names()
         run_values = {k: data.pop(k) for k in run_fields if k in data}
         values.update(data)
@@ -262,12 +271,19 @@ def run(args: argparse.Namespace, name: str) -> int:
         rollout, _ = agent.evaluate(eval_envs, seed=config.seed)
         atomic_write_json(before_path, sample_rows(rollout), indent=None)
 
-    result = train_loop(agent, out, run_config, metadata=identity, resume_from=args.resume,
-                        new_config=config if args.resume else None, log=tqdm.write)
+    try:
+        result = train_loop(agent, out, run_config, metadata=identity, resume_from=args.resume,
+                            new_config=config if args.resume else None, log=tqdm.write)
+    except NonFiniteError as exc:
+        latest = out / "checkpoints" / "LATEST"
+        kept = f"the last good checkpoint is {out / 'checkpoints' / latest.read_text().strip()}" \
+            if latest.is_file() else "no checkpoint was written"
+        print(f"stopped: {exc}\n{kept}", file=sys.stderr)
+        return 1
     if result.interrupted:
         print(f"interrupted at iteration {agent.iteration}; resume with: tokengym train "
               f"--resume {out} --iterations {run_config.iterations}")
-        return 130
+        return 128 + int(result.signal)
 
     plots = plot_metrics(out / "metrics.jsonl", out / "plots")
     if eval_envs is not None and before_path.exists():
