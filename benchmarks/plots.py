@@ -3,7 +3,9 @@
 - ``plots/learning_<task>.png``: training reward vs tokens generated, per trainable agent (mean
   over seeds, band = min..max); untrained agents as horizontal lines at their eval reward.
 - ``plots/frontier.png``: eval reward vs KL to the reference, one panel per task, one point per
-  agent (mean ± 95 % CI over seeds both ways, seeds as faint dots).
+  agent (mean ± 95 % CI over seeds both ways, seeds as faint dots); an algorithm run at several
+  settings (suite variants) is one line through its variants' points sorted by KL, each point
+  labelled with its variant; inference-time agents are single square markers.
 - ``plots/overoptimization.png``: on tasks with a gold reward model, proxy (solid) and gold
   (dashed) reward vs sqrt(KL) along training (``evals.jsonl``), averaged over seeds point by
   point, each seed's points faint behind; untrained agents as one marker each (their mean).
@@ -75,23 +77,44 @@ def learning_curves(out: Path, rows: Sequence[dict[str, Any]], task: str,
     return path
 
 
+def _algorithm(row: dict[str, Any]) -> str:
+    return row.get("algorithm") or row["agent"]
+
+
 def frontier(out: Path, rows: Sequence[dict[str, Any]], tasks: Sequence[str],
              agents: Sequence[str]) -> Path:
-    """``plots/frontier.png``: eval reward vs KL per task and agent."""
+    """``plots/frontier.png``: eval reward vs KL per task, one colour per algorithm, a line
+    through an algorithm's variants (sorted by KL)."""
     plt = _pyplot()
-    colors = _colors(agents)
+    algorithms = list(dict.fromkeys(_algorithm(r) for a in agents for r in rows if r["agent"] == a))
+    colors = _colors(algorithms)
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        for agent in agents:
-            mine = [r for r in rows if r["task"] == task and r["agent"] == agent]
-            if not mine:
-                continue
-            ax.scatter([r["kl_mean"] for r in mine], [r["reward_mean"] for r in mine],
-                       color=colors[agent], alpha=0.3, s=10)
-            kx, kh, _ = aggregate(mine, "kl_mean")
-            ry, rh, _ = aggregate(mine, "reward_mean")
-            ax.errorbar(kx, ry, xerr=0 if math.isnan(kh) else kh, yerr=0 if math.isnan(rh) else rh,
-                        color=colors[agent], marker="o", capsize=3, label=agent)
+        for algorithm in algorithms:
+            points = []  # (kl, reward, label) of each of its agents on this task
+            for agent in agents:
+                mine = [r for r in rows if r["task"] == task and r["agent"] == agent
+                        and _algorithm(r) == algorithm]
+                if not mine:
+                    continue
+                trainable = bool(mine[0]["trainable"])
+                ax.scatter([r["kl_mean"] for r in mine], [r["reward_mean"] for r in mine],
+                           color=colors[algorithm], alpha=0.3, s=10)
+                kx, kh, _ = aggregate(mine, "kl_mean")
+                ry, rh, _ = aggregate(mine, "reward_mean")
+                if math.isnan(kx) or math.isnan(ry):
+                    continue
+                ax.errorbar(kx, ry, xerr=0 if math.isnan(kh) else kh,
+                            yerr=0 if math.isnan(rh) else rh, color=colors[algorithm],
+                            marker="o" if trainable else "s", capsize=3, linestyle="none",
+                            label=None if points else algorithm)
+                points.append((kx, ry, agent))
+            if len(points) > 1:  # variants: the algorithm's frontier, sorted by KL
+                points.sort()
+                ax.plot([p[0] for p in points], [p[1] for p in points], color=colors[algorithm])
+                for kx, ry, agent in points:
+                    ax.annotate(agent, (kx, ry), textcoords="offset points", xytext=(4, 4),
+                                fontsize=6, color=colors[algorithm])
         ax.set_title(task)
         ax.set_xlabel("KL to reference (nats)")
         ax.set_ylabel("eval reward")

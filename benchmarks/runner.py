@@ -1,12 +1,16 @@
 """Runs a suite: every task x agent x seed in ``OUT/runs/<task>/<agent>/seed<k>/``.
 
+``<agent>`` is the suite's run label: a registry agent name, or a variant of
+:attr:`~tokengym.benchmarks.suites.Suite.variants` (an agent with other config overrides).
+
 A run directory holds
 
 - ``metrics.jsonl``: one record per training iteration (the agent's metrics plus the cumulative
   ``tokens_total`` generated and ``wall_time_s``); trainable agents only;
 - ``evals.jsonl``: held-out evaluations during training (tasks with a gold reward model);
 - ``checkpoints/``: the latest checkpoint (deleted once the run is finished);
-- ``eval.json``: the final held-out evaluation; its presence marks the run finished.
+- ``eval.json``: the final held-out evaluation (with the run's label ``agent``, its registry
+  ``algorithm`` and the resolved config ``overrides``); its presence marks the run finished.
 
 Finished runs are skipped; unfinished ones resume from their checkpoint (or restart when they
 have none). Every agent is evaluated on ``split="eval"`` prompts; the run of seed ``k`` with
@@ -35,7 +39,7 @@ import torch
 import tokengym.envs  # noqa: F401  (registers the env ids)
 from tokengym.agents.checkpoint import LATEST
 from tokengym.agents.loop import RunConfig, train_loop
-from tokengym.agents.registry import config_class, get_spec, make_agent
+from tokengym.agents.registry import config_class, get_spec, make_agent, make_config
 from tokengym.benchmarks.evaluate import distinct_n, evaluate_policy, sequence_logprobs
 from tokengym.benchmarks.suites import TASKS, Suite
 from tokengym.fileio import atomic_write_json
@@ -58,6 +62,35 @@ def eval_group_size(name: str, overrides: dict[str, Any]) -> int:
     """Samples an untrained agent draws per evaluation prompt (best-of-n's N, else 1)."""
     default = getattr(config_class(name)(), "samples_per_prompt", 1)
     return int(overrides.get("samples_per_prompt", default))
+
+
+def resolve_run(suite: Suite, label: str, seed: int) -> tuple[str, bool, dict[str, Any]]:
+    """``(registry agent name, trainable, make_agent overrides)`` of the run of ``label``
+    (an agent name or a variant, :meth:`Suite.overrides`) with ``seed``. Agents that are only
+    evaluated are built on the eval env: ``num_envs`` is ``eval_episodes`` x their samples per
+    prompt (best-of-n's N)."""
+    algorithm = suite.algorithm(label)
+    trainable = agent_trainable(algorithm)
+    overrides = suite.overrides(label, seed)
+    if not trainable:
+        overrides["num_envs"] = suite.eval_episodes * eval_group_size(algorithm, overrides)
+    return algorithm, trainable, overrides
+
+
+def _same_suite(old: Any, new: dict[str, Any]) -> bool:
+    """Whether ``bench.json``'s suite ``old`` is the suite ``new`` (both as JSON), fields that
+    ``old`` predates taking their defaults."""
+    if old == new:
+        return True
+    try:
+        return Suite.from_dict(old) == Suite.from_dict(new)
+    except (TypeError, KeyError, AttributeError, IndexError):
+        return False
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as JSON would read it back (tuples as lists, other objects as their repr)."""
+    return json.loads(json.dumps(value, default=repr))
 
 
 def complete_metrics(metrics: dict[str, float], rollout: Any, reference: torch.nn.Module,
@@ -110,6 +143,11 @@ class BenchRunner:
         self.shard = (k, n)
         self.processes = processes or n
         self.suite = suite.validate()
+        for label in suite.agents:  # every run's config is valid before anything runs
+            try:
+                make_config(*resolve_run(suite, label, 0)[::2])
+            except ValueError as exc:
+                raise ValueError(f"agent {label!r} of the suite: {exc}") from None
         self.command = command
         self.out = Path(out)
         self.keep_checkpoints = keep_checkpoints
@@ -129,8 +167,6 @@ class BenchRunner:
         """Run (or skip, or resume) every run of this runner's shard, or the runs whose indices
         into :meth:`runs` ``todo`` yields (consumed lazily, so that processes can pull indices
         from one shared queue); returns counts of ``ran`` and ``skipped``."""
-        for agent in self.suite.agents:
-            agent_trainable(agent)  # unknown names fail before anything runs
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.out / "bench.json", self.metadata(), sort_keys=True)
         counts = {"ran": 0, "skipped": 0}
@@ -161,7 +197,7 @@ class BenchRunner:
         suite = json.loads(json.dumps(self.suite.to_dict()))
         if old.is_file():
             data = json.loads(old.read_text(encoding="utf-8"))
-            if data.get("suite") == suite:
+            if _same_suite(data.get("suite"), suite):
                 return data
             self.log(f"warning: {old} was written by other suite settings; finished runs are "
                      "kept and skipped (use a new --out to rerun them)")
@@ -222,27 +258,30 @@ class BenchRunner:
 
         Training goes through :func:`~tokengym.agents.loop.train_loop`, the loop of
         ``tokengym train``; a Ctrl-C there checkpoints and raises ``KeyboardInterrupt`` here.
+        ``agent_name`` is a run label: an agent name or one of the suite's variants
+        (:func:`resolve_run`); the run directory is named by it.
         """
         s, where = self.suite, run_dir(self.out, task, agent_name, seed)
         where.mkdir(parents=True, exist_ok=True)
-        gold, trainable = TASKS[task].gold, agent_trainable(agent_name)
+        algorithm, trainable, overrides = resolve_run(s, agent_name, seed)
+        gold = TASKS[task].gold
         torch.manual_seed(seed)
         lm = self.fresh_lm()
-        overrides = s.overrides(agent_name, seed)
         if trainable:
             eval_envs = self.make_envs(task, s.eval_episodes, "eval")
-            agent = make_agent(agent_name, self.make_envs(task, s.num_envs, "train"), lm, overrides)
+            agent = make_agent(algorithm, self.make_envs(task, s.num_envs, "train"), lm, overrides)
         else:  # evaluated only: built on the eval env, N rows per prompt for best-of-n
-            overrides["num_envs"] = s.eval_episodes * eval_group_size(agent_name, overrides)
             eval_envs = self.make_envs(task, overrides["num_envs"], "eval")
-            agent = make_agent(agent_name, eval_envs, lm, overrides)
+            agent = make_agent(algorithm, eval_envs, lm, overrides)
         tokens, wall = 0, 0.0
         if trainable:
-            run = RunConfig(iterations=s.iterations, checkpoint_every=s.checkpoint_every,
-                            keep_checkpoints=1, num_samples=0,
+            # With a token budget, `iterations` is only an upper bound (RunConfig.token_budget).
+            run = RunConfig(iterations=s.iterations, token_budget=s.token_budget,
+                            checkpoint_every=s.checkpoint_every, keep_checkpoints=1, num_samples=0,
                             eval_every=s.eval_every if gold is not None else 0, tensorboard=False)
-            metadata = {"agent": agent_name, "model": s.model, "env": TASKS[task].env_id,
-                        "env_kwargs": s.task_env_kwargs(task), "task": task, "seed": seed}
+            metadata = {"agent": agent_name, "algorithm": algorithm, "model": s.model,
+                        "env": TASKS[task].env_id, "env_kwargs": s.task_env_kwargs(task),
+                        "task": task, "seed": seed}
             ckpt_root = where / "checkpoints"
             result = train_loop(
                 agent, where, run, metadata=metadata,
@@ -257,8 +296,10 @@ class BenchRunner:
         if not trainable:  # the evaluation is all they generate (best-of-n: N per prompt)
             tokens = int(metrics.get("tokens", 0))
         result = {
-            "task": task, "agent": agent_name, "seed": seed, "model": s.model,
-            "trainable": trainable, "iterations": int(getattr(agent, "iteration", 0)),
+            "task": task, "agent": agent_name, "algorithm": algorithm,
+            "overrides": _jsonable(overrides), "seed": seed, "model": s.model,
+            "token_budget": s.token_budget if trainable else 0, "trainable": trainable,
+            "iterations": int(getattr(agent, "iteration", 0)),
             "eval_seed": s.eval_seed + seed, "eval_episodes": s.eval_episodes,
             "tokens": tokens, "wall_time_s": wall + (0.0 if trainable else time.perf_counter() - t0),
             "metrics": metrics,

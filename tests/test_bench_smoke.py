@@ -12,6 +12,7 @@ import os
 import pytest
 import torch
 
+from tokengym.benchmarks.report import write_report
 from tokengym.benchmarks.runner import BenchRunner, run_dir
 from tokengym.benchmarks.suites import get_suite
 from tokengym.cli import main
@@ -180,3 +181,32 @@ def test_jobs_split_the_runs_between_processes_with_the_same_results(tmp_path, c
         main(["bench", "--suite", "perf", "--jobs", "2", "--out", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match="not both"):
         main(["bench", *args, "--jobs", "2", "--shard", "0/2", "--out", str(tmp_path / "x")])
+
+
+def test_variants_and_token_budget_end_to_end(tmp_path):
+    """Suite variants run under their labels with their agent and merged overrides (eval.json
+    says which), the token budget ends training early, and best-of-n at two N is a frontier."""
+    suite = dataclasses.replace(
+        get_suite("smoke"), tasks=("Sentiment",), seeds=1, iterations=6, token_budget=40,
+        agents=("ppo-b0.5", "best-of-n", "bon-2", "sample"),
+        variants={"ppo-b0.5": ("ppo", {"beta": 0.5}),
+                  "bon-2": ("best-of-n", {"samples_per_prompt": 2})})
+    assert BenchRunner(suite, tmp_path, log=lambda line: None).run_all() == {"ran": 4, "skipped": 0}
+    ppo = json.loads((run_dir(tmp_path, "Sentiment", "ppo-b0.5", 0) / "eval.json").read_text())
+    assert ppo["agent"] == "ppo-b0.5" and ppo["algorithm"] == "ppo"
+    assert ppo["overrides"] == {"seed": 0, "num_envs": 4, "epochs": 1, "num_minibatches": 2,
+                                "lr": 1e-4, "beta": 0.5}
+    assert ppo["token_budget"] == 40
+    records = [json.loads(line) for line in
+               (run_dir(tmp_path, "Sentiment", "ppo-b0.5", 0) / "metrics.jsonl").read_text()
+               .splitlines()]
+    assert ppo["iterations"] == len(records) < 6  # stopped by the budget, not by iterations
+    assert records[-1]["tokens_total"] >= 40 > records[-2]["tokens_total"]
+    bon = json.loads((run_dir(tmp_path, "Sentiment", "bon-2", 0) / "eval.json").read_text())
+    assert bon["algorithm"] == "best-of-n" and bon["overrides"]["num_envs"] == 16
+    assert bon["metrics"]["kl_bound"] == pytest.approx(math.log(2) - 1 / 2)
+    assert 0 <= bon["metrics"]["kl_mean"] <= bon["metrics"]["kl_bound"] + 1e-9
+
+    md = write_report(tmp_path, plots=False)["md"].read_text(encoding="utf-8")
+    assert "| bon-2 | best-of-n | 1 |" in md
+    assert "| best-of-n | bon-2, best-of-n (" in md  # a frontier of two N (KL grows with N)
