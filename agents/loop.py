@@ -3,6 +3,9 @@
 :func:`train_loop` runs a built agent for ``run.iterations`` iterations in a run directory and
 owns everything around the algorithm:
 
+- **one writer**: the run directory is locked (:func:`tokengym.fileio.run_lock`) for the whole
+  loop; unfinished checkpoint writes of killed processes are removed; ``manifest.json`` records
+  what made the run (:mod:`tokengym.manifest`);
 - **resume**: from a checkpoint (``resume_from``), then the changed settings applied with a log
   line (:meth:`~tokengym.agents.base.TrainableAgent.reconfigure`); ``metrics.jsonl`` and
   ``evals.jsonl`` keep only the records up to the restored iteration;
@@ -38,10 +41,11 @@ from typing import Any
 from tqdm import tqdm
 
 from tokengym.agents.agent_config import RUN_SETTINGS, ConfigMixin, rename_deprecated
-from tokengym.agents.checkpoint import load_checkpoint, save_checkpoint
+from tokengym.agents.checkpoint import clean_stale, load_checkpoint, save_checkpoint
 from tokengym.agents.logging import MetricsLogger, read_metrics
 from tokengym.checks import int_at_least
-from tokengym.fileio import atomic_write_jsonl
+from tokengym.fileio import atomic_write_jsonl, run_lock
+from tokengym.manifest import write_manifest
 
 
 @dataclass
@@ -89,10 +93,21 @@ class LoopResult:
     changes: list[str]  # settings changed on resume ("name: old -> new")
 
 
-def _kept(path: Path, iteration: int) -> list[dict[str, Any]]:
-    """Records of ``path`` up to ``iteration`` (those after it will be redone)."""
-    return [r for r in read_metrics(path) if r.get("iteration", 0) <= iteration] \
-        if path.exists() else []
+def _kept(path: Path, iteration: int, log: Callable[[str], None], required: bool = True
+          ) -> list[dict[str, Any]]:
+    """Records of ``path`` up to ``iteration`` (those after it will be redone); says what is
+    lost when the file is gone or has unreadable lines."""
+    if not path.exists():
+        if iteration > 0 and required:
+            log(f"warning: {path} is missing; the records of iterations 1-{iteration} are lost "
+                "(training resumes exactly all the same)")
+        return []
+    records = read_metrics(path)
+    lines = sum(1 for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
+                if line.strip())
+    if lines > len(records):
+        log(f"warning: {lines - len(records)} unreadable line(s) in {path} skipped")
+    return [r for r in records if isinstance(r.get("iteration"), int) and r["iteration"] <= iteration]
 
 
 def train_loop(
@@ -127,7 +142,19 @@ def train_loop(
     """
     run = run.validate()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with run_lock(out):
+        return _train_loop(agent, out, run, metadata, resume_from, new_config, evaluate, log,
+                           progress)
+
+
+def _train_loop(agent: Any, out: Path, run: RunConfig, metadata: dict[str, Any] | None,
+                resume_from: str | Path | None, new_config: Any,
+                evaluate: Callable[[Any], dict[str, Any]] | None,
+                log: Callable[[str], None], progress: bool) -> LoopResult:
+    """:func:`train_loop`'s body, run while holding the run directory's lock."""
+    ckpt_root = out / "checkpoints"
+    for stale in clean_stale(ckpt_root):
+        log(f"removed {stale}: an unfinished checkpoint write of an earlier, killed process")
     changes: list[str] = []
     if resume_from is not None:
         load_checkpoint(resume_from, agent)
@@ -137,17 +164,17 @@ def train_loop(
                 log(f"resumed at iteration {agent.iteration} with changed settings: "
                     + "; ".join(changes))
     start = agent.iteration
+    metadata = {**(metadata or {}), "run": run.to_dict()}
+    write_manifest(out, {**metadata, "config": agent.config.to_dict()}, str(agent.policy.device))
     metrics_path, evals_path = out / "metrics.jsonl", out / "evals.jsonl"
-    kept = _kept(metrics_path, start)
+    kept = _kept(metrics_path, start, log)
     tokens = int(kept[-1].get("tokens_total", sum(r.get("tokens", 0) for r in kept))) if kept else 0
     wall = float(kept[-1].get("wall_time_s", sum(r.get("time_iteration_s", 0.0) for r in kept))
                  ) if kept else 0.0
-    evals = _kept(evals_path, start)
+    evals = _kept(evals_path, start, log, required=False)
     if evals or evals_path.exists():
         atomic_write_jsonl(evals_path, evals)
     logger = MetricsLogger(out, tensorboard=run.tensorboard, start_iteration=start)
-    metadata = {**(metadata or {}), "run": run.to_dict()}
-    ckpt_root = out / "checkpoints"
     saved_at: int | None = None
 
     def log_eval() -> None:

@@ -37,12 +37,12 @@ import numpy as np
 import torch
 
 import tokengym.envs  # noqa: F401  (registers the env ids)
-from tokengym.agents.checkpoint import LATEST
+from tokengym.agents.checkpoint import LATEST, checkpoints
 from tokengym.agents.loop import RunConfig, train_loop
 from tokengym.agents.registry import config_class, get_spec, make_agent, make_config
 from tokengym.benchmarks.evaluate import distinct_n, evaluate_policy, sequence_logprobs
 from tokengym.benchmarks.suites import TASKS, Suite
-from tokengym.fileio import atomic_write_json
+from tokengym.fileio import atomic_write_json, run_lock
 from tokengym.models import load_causal_lm, load_tokenizer
 from tokengym.reward_models import make, score
 
@@ -259,10 +259,14 @@ class BenchRunner:
         Training goes through :func:`~tokengym.agents.loop.train_loop`, the loop of
         ``tokengym train``; a Ctrl-C there checkpoints and raises ``KeyboardInterrupt`` here.
         ``agent_name`` is a run label: an agent name or one of the suite's variants
-        (:func:`resolve_run`); the run directory is named by it.
+        (:func:`resolve_run`); the run directory is named by it, and locked while the run goes
+        (a second ``tokengym bench`` on the same run is refused, see :func:`run_lock`).
         """
+        with run_lock(run_dir(self.out, task, agent_name, seed)):
+            return self._run_one(task, agent_name, seed)
+
+    def _run_one(self, task: str, agent_name: str, seed: int) -> dict[str, Any]:
         s, where = self.suite, run_dir(self.out, task, agent_name, seed)
-        where.mkdir(parents=True, exist_ok=True)
         algorithm, trainable, overrides = resolve_run(s, agent_name, seed)
         gold = TASKS[task].gold
         torch.manual_seed(seed)
@@ -285,7 +289,8 @@ class BenchRunner:
             ckpt_root = where / "checkpoints"
             result = train_loop(
                 agent, where, run, metadata=metadata,
-                resume_from=ckpt_root if (ckpt_root / LATEST).is_file() else None,
+                resume_from=ckpt_root if (ckpt_root / LATEST).is_file() or checkpoints(ckpt_root)
+                else None,
                 evaluate=lambda a: self.evaluate(a, True, lm, eval_envs, gold, s.eval_seed + seed),
                 log=self.log, progress=False)
             if result.interrupted:

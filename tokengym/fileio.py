@@ -96,3 +96,51 @@ def atomic_directory(target: str | os.PathLike[str], *, replace: bool = True
                     raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+class RunLockedError(RuntimeError):
+    """Another process holds the run directory's lock (the message gives its pid)."""
+
+
+_HELD: dict[Path, int] = {}  # run directories this process has locked -> nesting depth
+
+
+@contextmanager
+def run_lock(out: str | os.PathLike[str]) -> Iterator[Path]:
+    """Hold an exclusive lock on run directory ``out`` (``out/.lock``) for the ``with`` block.
+
+    Two writers in one run directory interleave ``metrics.jsonl`` and overwrite each other's
+    checkpoints, so the second one is refused with :class:`RunLockedError` naming the holder's
+    pid. The lock is the kernel's (``flock``): it goes away with the process however it ends
+    (kill -9 included), so a lock file left behind by a dead process is never "stale". Re-entrant
+    within one process.
+    """
+    path = Path(out).resolve()
+    if path in _HELD:
+        _HELD[path] += 1
+        try:
+            yield path
+        finally:
+            _HELD[path] -= 1
+        return
+    import fcntl  # POSIX only; imported here so that the module still imports elsewhere
+
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise RunLockedError(f"{path} is in use by another tokengym process (pid {holder}); "
+                                 "wait for it to finish, or use another output directory") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _HELD[path] = 1
+        try:
+            yield path
+        finally:
+            del _HELD[path]
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # closing releases the flock

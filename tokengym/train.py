@@ -40,12 +40,12 @@ from tqdm import tqdm
 import tokengym  # noqa: F401  (registers the env ids)
 from tokengym.agents.agent_config import RENAMED, rename_deprecated
 from tokengym.agents.base import NonFiniteError
-from tokengym.agents.checkpoint import find_checkpoint, read_checkpoint_info
+from tokengym.agents.checkpoint import CheckpointError, find_checkpoint, read_checkpoint_info
 from tokengym.agents.logging import plot_metrics, sample_rows, write_sample_table
 from tokengym.agents.loop import RunConfig, run_settings_from_checkpoint, train_loop
 from tokengym.agents.ppo_config import PPOConfig
 from tokengym.agents.registry import available, config_class, get_spec, make_agent, make_config
-from tokengym.fileio import atomic_write_json, atomic_write_text
+from tokengym.fileio import RunLockedError, atomic_write_json, atomic_write_text, run_lock
 from tokengym.models import DEFAULT_MODEL, load_causal_lm, load_tokenizer
 
 # What the run is; a resumed run keeps them.
@@ -237,15 +237,23 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
 
 
 def run(args: argparse.Namespace, name: str) -> int:
-    settings = resolve_settings(args)
+    try:
+        settings = resolve_settings(args)
+        if args.out:
+            out = Path(args.out)
+        elif args.resume:  # the run that holds the checkpoint: OUT/checkpoints/iter_N
+            out = find_checkpoint(args.resume).parent.parent
+        else:
+            out = Path(f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+        with run_lock(out):  # one writer per run directory
+            return _train(args, settings, out)
+    except (CheckpointError, RunLockedError) as exc:
+        raise SystemExit(str(exc)) from None
+
+
+def _train(args: argparse.Namespace, settings: Settings, out: Path) -> int:
+    """``tokengym train`` in run directory ``out``, whose lock the caller holds."""
     identity, run_config, config = settings.identity, settings.run, settings.config
-    if args.out:
-        out = Path(args.out)
-    elif args.resume:  # the run that holds the checkpoint: OUT/checkpoints/iter_N
-        out = find_checkpoint(args.resume).parent.parent
-    else:
-        out = Path(f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
-    out.mkdir(parents=True, exist_ok=True)
     agent_name = identity["agent"]
     atomic_write_json(out / "config.json", {**identity, "run": run_config.to_dict(),
                                             "config": config.to_dict()})
