@@ -171,3 +171,17 @@ def test_sigterm_checkpoints_and_exits_143(tmp_path: Path) -> None:
     done = read_metrics(out / "metrics.jsonl")[-1]["iteration"]
     assert (out / "checkpoints" / "LATEST").read_text() == f"iter_{done:06d}"
     assert "SIGTERM: checkpointing" in printed + err
+
+
+def test_resume_never_imports_what_a_run_directory_names(two_checkpoints: Path,
+                                                         tmp_path: Path) -> None:
+    out = _copy(two_checkpoints, tmp_path)
+    marker = tmp_path / "ran"
+    state_path = out / "checkpoints" / "iter_000002" / "state.json"
+    state = json.loads(state_path.read_text())
+    state["metadata"]["env_kwargs"].update(reward_model="os:system",
+                                           reward_model_kwargs={"command": f"touch {marker}"})
+    state_path.write_text(json.dumps(state))
+    with pytest.raises(SystemExit, match=r"names code to import: \['os:system'\].*--trust-run-dir"):
+        _resume(out)
+    assert not marker.exists()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import time
 import tomllib
@@ -120,6 +121,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE",
                         help="gym.make keyword for the env (VALUE parsed as JSON when it can be)")
     parser.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard logs")
+    parser.add_argument("--trust-run-dir", action="store_true",
+                        help="with --resume: allow the import strings ('package.module:attr') that "
+                             "the run directory names (env id, reward model...); importing them "
+                             "runs their code, so only for run directories you trust")
     run_group = parser.add_argument_group("run settings (RunConfig: docs/ppo.md)")
     for f in dataclasses.fields(RunConfig):
         if f.name in RUN_FLAGS:
@@ -158,6 +163,21 @@ class Settings:
     checkpoint_config: Any = None  # --resume: the agent config the checkpoint was trained with
 
 
+_IMPORT_STRING = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def import_strings(value: Any) -> list[str]:
+    """Every ``"package.module:attr"`` string inside ``value`` (nested dicts and lists): what
+    gym.make or the reward-model registry would import."""
+    if isinstance(value, str):
+        return [value] if _IMPORT_STRING.match(value) else []
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in import_strings(v)]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in import_strings(v)]
+    return []
+
+
 def _flag_values(args: argparse.Namespace, names: Any) -> dict[str, Any]:
     return {f: getattr(args, f) for f in names if hasattr(args, f)}
 
@@ -176,6 +196,11 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         checkpoint_values, run_values = run_settings_from_checkpoint(info)
         values.update(checkpoint_values)
         identity.update({k: v for k, v in info["metadata"].items() if k in IDENTITY_KEYS})
+        named = import_strings({k: identity[k] for k in ("env", "env_kwargs")})
+        if named and not args.trust_run_dir:
+            raise SystemExit(
+                f"{args.resume} names code to import: {named}; resuming would import it and run "
+                "its code. If you trust this run directory, resume with --trust-run-dir")
     elif args.config:
         try:
             data = tomllib.loads(Path(args.config).read_text(encoding="utf-8"))
