@@ -55,22 +55,23 @@ def gae_advantages(b: Batch, beta: float, cfg: CriticConfig) -> dict[str, float]
     rewards, _ = shaped_rewards(b.scores, b.logprobs, b.ref_logprobs, b.mask, beta,
                                 cfg.kl_estimator)
     advantages, returns = gae(rewards, b.values, b.mask, cfg.gamma, cfg.lam)
+    # When every episode scored the same, what is left is the KL penalty and the critic's own
+    # errors: whitened to unit std, that noise would drive the whole update (such rollouts are
+    # only centred), and the returns' variance is the critic's noise, so explained variance says
+    # nothing about the critic (it is left out of the metrics).
+    same_scores = len(b.scores) < 2 or float(b.scores.std()) < 1e-6
     if cfg.whiten_advantages:
-        # When every episode scored the same, what is left in the advantages is the KL penalty
-        # and the critic's errors: scaled to unit std, that noise would drive the whole update.
-        # Such rollouts are only centred.
-        same_scores = len(b.scores) < 2 or float(b.scores.std()) < 1e-6
         advantages = whiten(advantages, b.mask, shift_mean=True, scale=not same_scores)
     b.advantages, b.returns = advantages, returns
+    metrics = {"return_mean": float(masked_mean(returns, b.mask)),
+               "value_mean": float(masked_mean(b.values, b.mask))}
     var_ret = masked_mean((returns - masked_mean(returns, b.mask)) ** 2, b.mask)
-    var_err = masked_mean((returns - b.values) ** 2, b.mask)
-    return {
-        "return_mean": float(masked_mean(returns, b.mask)),
-        "value_mean": float(masked_mean(b.values, b.mask)),
+    if not same_scores and var_ret > 0:
+        var_err = masked_mean((returns - b.values) ** 2, b.mask)
         # How much of the returns' variance the rollout's values explain (1 = all, <= 0: no
         # better than a constant).
-        "explained_variance": float(1 - var_err / var_ret) if var_ret > 0 else 0.0,
-    }
+        metrics["explained_variance"] = float(1 - var_err / var_ret)
+    return metrics
 
 
 class PPOAgent(TrainableAgent):
