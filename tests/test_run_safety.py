@@ -185,3 +185,8 @@ def test_resume_never_imports_what_a_run_directory_names(two_checkpoints: Path,
     with pytest.raises(SystemExit, match=r"names code to import: \['os:system'\].*--trust-run-dir"):
         _resume(out)
     assert not marker.exists()
+    state["metadata"]["env_kwargs"] = {"reward_model": "hf-classifier",
+                                       "reward_model_kwargs": {"trust_remote_code": True}}
+    state_path.write_text(json.dumps(state))
+    with pytest.raises(SystemExit, match="trust_remote_code=true"):
+        _resume(out)

@@ -178,6 +178,16 @@ def import_strings(value: Any) -> list[str]:
     return []
 
 
+def remote_code(value: Any) -> bool:
+    """Whether ``trust_remote_code`` is set true anywhere inside ``value``."""
+    if isinstance(value, dict):
+        return value.get("trust_remote_code") is True or any(remote_code(v)
+                                                             for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(remote_code(v) for v in value)
+    return False
+
+
 def _flag_values(args: argparse.Namespace, names: Any) -> dict[str, Any]:
     return {f: getattr(args, f) for f in names if hasattr(args, f)}
 
@@ -197,6 +207,8 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         values.update(checkpoint_values)
         identity.update({k: v for k, v in info["metadata"].items() if k in IDENTITY_KEYS})
         named = import_strings({k: identity[k] for k in ("env", "env_kwargs")})
+        if remote_code(identity["env_kwargs"]):  # transformers would run a model folder's code
+            named.append("trust_remote_code=true")
         if named and not args.trust_run_dir:
             raise SystemExit(
                 f"{args.resume} names code to import: {named}; resuming would import it and run "
