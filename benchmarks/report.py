@@ -523,6 +523,12 @@ def results_markdown(out: str | os.PathLike[str], rows: Sequence[dict[str, Any]]
         if bench.get(key):
             value = f"`{bench[key]}`" if key == "command" else bench[key]
             lines.append(f"- {label}: {value}")
+    code = bench.get("code")
+    if isinstance(code, dict):
+        commit = f", commit {code['commit'][:10]}" if code.get("commit") else ""
+        dirty = " (with uncommitted changes)" if code.get("dirty") else ""
+        note = f"; {code['note']}" if code.get("note") else ""
+        lines.append(f"- Code: tokengym {code.get('tokengym', '?')}{commit}{dirty}{note}")
     if bench.get("shards", 1) > 1:
         lines.append(f"- Parallel: {bench['shards']} processes (`--jobs {bench['shards']}` or "
                      f"`--shard K/{bench['shards']}`) split the runs; a run's wall time is its "

@@ -43,6 +43,7 @@ from tokengym.agents.registry import config_class, get_spec, make_agent, make_co
 from tokengym.benchmarks.evaluate import distinct_n, evaluate_policy, sequence_logprobs
 from tokengym.benchmarks.suites import TASKS, Suite
 from tokengym.fileio import atomic_write_json, run_lock
+from tokengym.manifest import source_commit
 from tokengym.models import load_causal_lm, load_tokenizer
 from tokengym.reward_models import make, score
 
@@ -209,6 +210,7 @@ class BenchRunner:
                        f"({torch.get_num_threads()} thread(s) per process), "
                        f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}",
             "date": time.strftime("%Y-%m-%d"),
+            "code": {"tokengym": tokengym.__version__, **(source_commit() or {})},
             "shards": self.processes,
         }
 
