@@ -12,7 +12,8 @@ import math
 import numpy as np
 import pytest
 
-from tokengym.benchmarks.report import matched_kl, read_runs, write_report
+from tokengym.benchmarks.comparisons import matched_kl
+from tokengym.benchmarks.report import read_runs, write_report
 from tokengym.benchmarks.runner import BenchRunner, _same_suite, resolve_run
 from tokengym.benchmarks.stats import (
     interpolate,
