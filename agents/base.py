@@ -266,8 +266,9 @@ class TrainableAgent:
 
         ``target_kl`` (for losses whose stats include ``approx_kl``): when a minibatch's token
         mean of ``approx_kl`` (how far the policy already moved from the rollout's) exceeds it,
-        that minibatch's step is skipped and the update ends there, as in SB3 and CleanRL.
-        ``updates`` counts the optimizer steps taken, ``early_stop`` is 1.0 when it stopped.
+        the policy's update ends there, as in SB3 and CleanRL; a critic with its own param group
+        takes the remaining steps alone (``critic_only_updates``). ``updates`` counts the policy's
+        steps, ``early_stop`` is 1.0 when it stopped.
 
         ``loss_fn(rows)`` returns the per-token loss ``(n, g)`` and per-token stats of ``rows``;
         a step's loss is summed over its tokens and divided by the minibatch's token count.
@@ -277,11 +278,15 @@ class TrainableAgent:
         cfg = self.config
         n = b.mask.shape[0]
         max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
+        # After the policy's early stop, a critic with its own param group keeps learning on the
+        # remaining minibatches (the KL limit is the policy's trust region; the critic has its
+        # own clip), with the policy's gradients dropped.
+        critic_groups = self.optimizer.param_groups[1:]
         sums: dict[str, float] = {}
         tokens, first_entropy, first_tokens, grad_norms = 0.0, 0.0, 0.0, []
-        stopped = False
+        stopped, critic_steps = False, 0
         for epoch in range(epochs):
-            if stopped:
+            if stopped and not critic_groups:
                 break
             if epochs == 1 and num_minibatches == 1:
                 order = torch.arange(n, device=b.mask.device)
@@ -296,20 +301,24 @@ class TrainableAgent:
                     mask = b.mask[micro]
                     (torch.where(mask, per_token, 0.0).sum() / n_tokens).backward()
                     with torch.no_grad():
+                        step_kl += float((stats["approx_kl"] * mask).sum()) \
+                            if target_kl is not None else 0.0
+                        if stopped:
+                            continue  # stats describe the policy's updates
                         for key, value in stats.items():
                             sums[key] = sums.get(key, 0.0) + float((value * mask).sum())
                         if epoch == 0 and "entropy" in stats:
                             first_entropy += float((stats["entropy"] * mask).sum())
-                        if target_kl is not None:
-                            step_kl += float((stats["approx_kl"] * mask).sum())
-                if target_kl is not None and step_kl / float(n_tokens) > target_kl:
-                    stopped = True
-                    # This minibatch's stats still count: they describe where the policy got to.
+                if not stopped:
                     tokens += float(n_tokens)
                     first_tokens += float(n_tokens) if epoch == 0 else 0.0
-                    break
-                tokens += float(n_tokens)
-                first_tokens += float(n_tokens) if epoch == 0 else 0.0
+                    if target_kl is not None and step_kl / float(n_tokens) > target_kl:
+                        stopped = True  # this minibatch's stats still count: where it got to
+                        if not critic_groups:
+                            break
+                if stopped:
+                    for param in self.optimizer.param_groups[0]["params"]:
+                        param.grad = None  # AdamW skips parameters without a gradient
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
                 if not math.isfinite(grad_norm):
                     self.optimizer.zero_grad(set_to_none=True)
@@ -317,7 +326,10 @@ class TrainableAgent:
                         f"non-finite gradient norm ({grad_norm}) in iteration "
                         f"{self.iteration + 1}, epoch {epoch + 1}: that step was not taken and no "
                         "checkpoint holds it (lower the lr, check the rewards)")
-                grad_norms.append(grad_norm)
+                if stopped:
+                    critic_steps += 1
+                else:
+                    grad_norms.append(grad_norm)
                 self.optimizer.step()
         if not all(bool(torch.isfinite(p).all()) for p in self.params):
             raise NonFiniteError(
@@ -330,6 +342,7 @@ class TrainableAgent:
         out["updates"] = float(len(grad_norms))
         if target_kl is not None:
             out["early_stop"] = float(stopped)
+            out["critic_only_updates"] = float(critic_steps)
         return out
 
     # -- one iteration -----------------------------------------------------------------------
