@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from tokengym.agents.registry import get_spec
 from tokengym.checks import int_at_least, positive_int
 
 
@@ -118,8 +119,6 @@ class Suite:
     def validate(self) -> Suite:
         """Raise ``ValueError`` on unknown tasks, agents or variants' agents, malformed variants
         or non-positive sizes; returns ``self``."""
-        from tokengym.agents.registry import get_spec  # lazy: the report needs no agents
-
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown:
             raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(TASKS)}")
