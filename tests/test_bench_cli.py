@@ -55,3 +55,9 @@ def test_malformed_env_kwarg_stops_before_any_run(tmp_path):
     with pytest.raises(SystemExit, match="not KEY=VALUE"):
         main(["bench", "--suite", "smoke", "--env-kwarg", "max_new_tokens", "--out", str(tmp_path)])
     assert not any(tmp_path.iterdir())
+
+
+def test_token_budget_flag_sets_the_suites_budget():
+    assert build_suite(_args("--token-budget", "4096")).token_budget == 4096
+    assert build_suite(_args()).token_budget == get_suite("smoke").token_budget
+    assert "--token-budget 4096" in command_line(_args("--token-budget", "4096"), "out")

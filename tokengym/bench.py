@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--model", help="policy model instead of the suite's")
     sizes = parser.add_argument_group("size overrides (e.g. to try a suite quickly)")
     sizes.add_argument("--iterations", type=int, help="training iterations per run")
+    sizes.add_argument("--token-budget", type=int,
+                       help="sampled training tokens per trainable run, the same for every agent "
+                            "(RLOO/GRPO's k samples count); --iterations is then an upper bound")
     sizes.add_argument("--num-envs", type=int, help="episodes per training rollout")
     sizes.add_argument("--eval-episodes", type=int, help="held-out episodes per evaluation")
     sizes.add_argument("--eval-every", type=int, help="evaluations during training (gold tasks)")
@@ -109,8 +112,8 @@ def build_suite(args: argparse.Namespace) -> Suite:
     args = fold_deprecated(args)
     suite = get_suite(args.suite)
     changes: dict[str, Any] = {}
-    for key in ("model", "seeds", "iterations", "num_envs", "eval_episodes", "eval_every",
-                "device"):
+    for key in ("model", "seeds", "iterations", "token_budget", "num_envs", "eval_episodes",
+                "eval_every", "device"):
         if getattr(args, key) is not None:
             changes[key] = getattr(args, key)
     if args.tasks:
