@@ -19,6 +19,7 @@ when ``beta > 0``), trains, optionally saves, and returns the model with episode
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from gymnasium import spaces
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import HumanOutputFormat, Logger
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
@@ -237,6 +239,16 @@ def _find_wrapper(env: gym.Env, cls: type) -> Any:
     return env if isinstance(env, cls) else None
 
 
+def _stdout_logger(verbose: int) -> Logger:
+    """SB3's logger without a folder: its progress table on stdout when ``verbose``, else nothing.
+
+    Left to itself, ``learn()`` calls SB3's ``configure(None, ...)``, which creates an empty
+    ``$TMPDIR/SB3-<date>`` folder (or ``$SB3_LOGDIR``) on every run even when it writes nothing
+    there. A custom logger skips that; the run's results go to ``out_dir`` (``metrics.json``).
+    """
+    return Logger(folder=None, output_formats=[HumanOutputFormat(sys.stdout)] if verbose >= 1 else [])
+
+
 def train_sb3(
     algo: str, env_id: str, *, model: str | nn.Module = "tiny-llama", total_timesteps: int, seed: int = 0,
     out_dir: str | Path | None = None, env_kwargs: dict[str, Any] | None = None, beta: float = 0.0,
@@ -291,6 +303,7 @@ def train_sb3(
     pkw = {"model": model, "temperature": temperature, **dict(policy_kwargs or {})}
     sb3_model = algos[algo](LMActorCriticPolicy, vec_env, policy_kwargs=pkw, seed=seed, verbose=verbose,
                             **algo_kwargs)
+    sb3_model.set_logger(_stdout_logger(verbose))
     wrappers = [_find_wrapper(e, KLPenaltyWrapper) for e in vec_env.envs] if beta > 0 else []
     for w in wrappers:
         # The KL needs log pi under the weights being trained: share them with the wrapper.

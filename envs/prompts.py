@@ -13,8 +13,10 @@ and reach the reward model as keyword arguments (see :mod:`tokengym.reward_model
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,8 @@ PromptLike = str | Mapping[str, Any]
 PromptSourceLike = (
     Sequence[PromptLike] | str | os.PathLike | Callable[[np.random.Generator], PromptLike]
 )
+
+_NEWLINES = re.compile(r"\r\n|\r|\n")
 
 FORCED_PROMPT_ID = -1
 """``prompt_id`` of a prompt forced through ``reset(options={"prompt": ...})``."""
@@ -61,10 +65,44 @@ def to_record(prompt: PromptLike, prompt_id: int, where: str) -> PromptRecord:
     return PromptRecord(text=text, id=prompt_id, fields=fields)
 
 
+def _read_text(path: Path) -> str:
+    """The file's text, decoded as UTF-8 (a leading byte-order mark is dropped).
+
+    Binary data (a NUL byte, or bytes that are not UTF-8) is refused with a ValueError naming the
+    file and the byte offset, rather than a raw ``UnicodeDecodeError`` or prompts full of junk.
+    """
+    data = path.read_bytes()
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    hint = ("prompt files must be UTF-8 text (.txt: one prompt per line; .jsonl: one JSON record "
+            "per line); is this a binary file, or text in another encoding (re-save it as UTF-8)?")
+    try:
+        text = data[start:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = start + exc.start
+        line = data.count(b"\n", 0, offset) + 1
+        raise ValueError(
+            f"prompt file {path}: byte {data[offset]:#04x} at offset {offset} (line {line}) is not "
+            f"valid UTF-8 ({exc.reason}); {hint}"
+        ) from None
+    nul = data.find(b"\0", start)
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        raise ValueError(f"prompt file {path}: NUL byte at offset {nul} (line {line}); {hint}")
+    return text
+
+
+def _lines(text: str) -> list[str]:
+    # Universal newlines (\n, \r\n, \r), as a text-mode open() reads them. Not str.splitlines(),
+    # which also splits at \x0b, \x0c, \x1c-\x1e, \x85, U+2028 and U+2029: characters a prompt
+    # (and an unescaped JSON string) may hold.
+    return _NEWLINES.split(text)
+
+
 def _read_file(path: Path) -> list[PromptRecord]:
+    text = _read_text(path)
     if path.suffix == ".jsonl":
         records = []
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for lineno, line in enumerate(_lines(text), start=1):
             if not line.strip():
                 continue
             try:
@@ -73,7 +111,7 @@ def _read_file(path: Path) -> list[PromptRecord]:
                 raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
             records.append(to_record(obj, len(records), f"{path}:{lineno}"))
         return records
-    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    lines = [ln for ln in _lines(text) if ln.strip()]
     return [to_record(ln, i, f"{path}") for i, ln in enumerate(lines)]
 
 

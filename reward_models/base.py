@@ -13,6 +13,11 @@ only the fields the callable names in its signature are passed (all of them if i
 ``**kwargs``), so a plain two-argument function works with any prompt set. Reward models must be
 deterministic for the same inputs.
 
+The result is n real numbers: a list or tuple of ints, floats, bools or numpy numbers, or a 1-D
+numeric numpy array or torch tensor (any float dtype, bfloat16 included). Strings, bytes, None
+and other objects are refused, never converted (``["1.5"]`` is an error, not 1.5), and so is a
+value that is not finite once stored as float32 (1e39).
+
 A reward model may also provide ``score_with_components(prompts, completions, **fields)``
 returning ``(rewards, {component_name: scores})``; the env then reports each component in its
 ``info["reward_components"]``. Otherwise the breakdown is ``{name: rewards}``.
@@ -24,6 +29,7 @@ alone to name the sample that fails (reward models are deterministic, so this is
 from __future__ import annotations
 
 import inspect
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -77,32 +83,103 @@ def _accepted_fields(fn: Callable[..., Any], fields: Mapping[str, Any]) -> dict[
     return {k: v for k, v in fields.items() if k in names}
 
 
+_ACCEPTED = (
+    "a reward is an int, float or bool, a numpy number or a 0-d numeric array/tensor; a batch of "
+    "them is a list or tuple of those, or a 1-D numeric numpy array or torch tensor"
+)
+
+
+def _tensor_to_numpy(x: Any) -> Any:
+    """A torch tensor as a numpy array (bfloat16 and other floats through float64)."""
+    t = x.detach().cpu()
+    return (t.double() if t.is_floating_point() else t).numpy()
+
+
+def _is_bad_entry(x: Any) -> bool:
+    """True for a scalar entry that is not a real number (bool counts as one, as in numpy): a str,
+    bytes, None, a complex or any other object. Nested sequences are left to the shape check."""
+    if isinstance(x, (numbers.Real, np.bool_, list, tuple)):
+        return False
+    if hasattr(x, "detach") and hasattr(x, "is_floating_point"):  # a torch tensor
+        x = _tensor_to_numpy(x)
+    if isinstance(x, np.ndarray):
+        return x.ndim == 0 and x.dtype.kind not in "biuf"
+    return True
+
+
+def _first_non_number(raw: Any) -> tuple[int, Any] | None:
+    """``(index, value)`` of the first entry of a 1-D ``raw`` that is not a number, else None."""
+    if isinstance(raw, np.ndarray):
+        if raw.ndim != 1 or raw.dtype.kind in "biuf":
+            return None
+        entries = raw.tolist() if raw.dtype.kind in "USV" else list(raw)
+    elif isinstance(raw, (list, tuple)):
+        entries = list(raw)
+    else:
+        return None
+    return next(((i, x) for i, x in enumerate(entries) if _is_bad_entry(x)), None)
+
+
 def _as_rewards(raw: Any, n: int, name: str, completions: Sequence[str], what: str) -> np.ndarray:
-    try:
-        values = np.asarray(
-            raw.detach().cpu().numpy() if hasattr(raw, "detach") else raw, dtype=np.float64
+    first = excerpt(completions[0]) if n else ""
+    if hasattr(raw, "detach") and hasattr(raw, "is_floating_point"):  # a torch tensor
+        raw = _tensor_to_numpy(raw)
+    if isinstance(raw, (str, bytes, bytearray, Mapping)) or raw is None:
+        raise RewardModelError(
+            f"reward model {name!r} returned "
+            f"{'None' if raw is None else type(raw).__name__ + ' ' + _short_repr(raw)} for {what}, "
+            f"which is not an array-like of {n} floats; {_ACCEPTED}",
+            model_name=name, index=None, excerpt=first,
         )
+    bad = _first_non_number(raw)
+    if bad is not None:
+        i, value = bad
+        text = excerpt(completions[i]) if i < n else first
+        raise RewardModelError(
+            f"reward model {name!r} returned {_short_repr(value)} ({type(value).__name__}) for "
+            f"sample {i} of a batch of {n} ({what}), so the result is not an array-like of {n} "
+            f"floats: rewards are never converted from strings or objects; {_ACCEPTED}. "
+            f"Completion: {text!r}",
+            model_name=name, index=i if i < n else None, excerpt=text,
+        )
+    try:
+        values = np.asarray(raw)
+        if values.dtype.kind == "O" and values.ndim == 1:  # entries checked above: numbers
+            values = np.asarray(raw, dtype=np.float64)
+        if values.dtype.kind not in "biuf":  # complex, dates, strings or objects nested deeper
+            raise TypeError(f"dtype {values.dtype} is not a real-number type")
+        values = values.astype(np.float64)
     except (TypeError, ValueError) as exc:
         raise RewardModelError(
             f"reward model {name!r} returned {type(raw).__name__} for {what}, which is not an "
-            f"array-like of {n} floats ({exc})",
-            model_name=name, index=None, excerpt=excerpt(completions[0]) if n else "",
+            f"array-like of {n} floats ({exc}); {_ACCEPTED}",
+            model_name=name, index=None, excerpt=first,
         ) from None
     if values.shape != (n,):
         raise RewardModelError(
             f"reward model {name!r} returned shape {values.shape} for {what}; expected ({n},), "
             "one float per completion",
-            model_name=name, index=None, excerpt=excerpt(completions[0]) if n else "",
+            model_name=name, index=None, excerpt=first,
         )
-    bad = np.flatnonzero(~np.isfinite(values))
-    if bad.size:
-        i = int(bad[0])
+    with np.errstate(over="ignore"):
+        as_float32 = values.astype(np.float32)
+    bad_i = np.flatnonzero(~np.isfinite(as_float32))
+    if bad_i.size:
+        i = int(bad_i[0])
+        why = ("rewards must be finite" if not np.isfinite(values[i]) else
+               f"it overflows float32, the dtype rewards are kept in (|r| <= "
+               f"{float(np.finfo(np.float32).max):.4g})")
         raise RewardModelError(
             f"reward model {name!r} returned {values[i]} for sample {i} of a batch of {n} "
-            f"({what}); rewards must be finite. Completion: {excerpt(completions[i])!r}",
+            f"({what}); {why}. Completion: {excerpt(completions[i])!r}",
             model_name=name, index=i, excerpt=excerpt(completions[i]),
         )
-    return values.astype(np.float32)
+    return as_float32
+
+
+def _short_repr(value: Any, limit: int = _EXCERPT_CHARS) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _locate_failure(
