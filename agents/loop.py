@@ -157,12 +157,15 @@ def _train_loop(agent: Any, out: Path, run: RunConfig, metadata: dict[str, Any] 
         log(f"removed {stale}: an unfinished checkpoint write of an earlier, killed process")
     changes: list[str] = []
     if resume_from is not None:
-        load_checkpoint(resume_from, agent)
+        info = load_checkpoint(resume_from, agent)
+        old_run = checkpoint_run(info)
+        changes = [f"{k}: {old_run[k]!r} -> {v!r}" for k, v in run.to_dict().items()
+                   if k in old_run and old_run[k] != v]
         if new_config is not None:
-            changes = agent.reconfigure(new_config)
-            if changes:
-                log(f"resumed at iteration {agent.iteration} with changed settings: "
-                    + "; ".join(changes))
+            changes += agent.reconfigure(new_config)
+        if changes:
+            log(f"resumed at iteration {agent.iteration} with changed settings: "
+                + "; ".join(changes))
     start = agent.iteration
     metadata = {**(metadata or {}), "run": run.to_dict()}
     write_manifest(out, {**metadata, "config": agent.config.to_dict()}, str(agent.policy.device))
@@ -239,13 +242,18 @@ def run_settings_from_checkpoint(info: dict[str, Any]) -> tuple[dict[str, Any], 
     Checkpoints of tokengym 0.1.0 kept the run bookkeeping in the agent config and the
     iteration target in the metadata; both layouts are read.
     """
-    config = rename_deprecated(info["config"], "checkpoint config")
+    config = {k: v for k, v in info["config"].items() if k not in RUN_SETTINGS}
+    return rename_deprecated(config, "checkpoint config"), checkpoint_run(info)
+
+
+def checkpoint_run(info: dict[str, Any]) -> dict[str, Any]:
+    """The run settings a checkpoint's ``state.json`` content was written under (both layouts:
+    see :func:`run_settings_from_checkpoint`)."""
     metadata = info.get("metadata", {})
     run = dict(metadata.get("run", {}))
     for key in RUN_SETTINGS:
-        value = config.pop(key, None)
-        if value is not None:
-            run.setdefault(key, value)
+        if info["config"].get(key) is not None:
+            run.setdefault(key, info["config"][key])
     if "iterations" in metadata:
         run.setdefault("iterations", metadata["iterations"])
-    return config, run
+    return run

@@ -235,8 +235,9 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
     if args.resume:
         refused = sorted(k for k, v in given.items() if v != identity[k])
         if refused:
+            flags = ["--env-kwarg" if k == "env_kwargs" else f"--{k}" for k in refused]
             raise SystemExit(
-                f"cannot change {['--' + k.replace('_', '-') for k in refused]} when resuming: "
+                f"cannot change {flags} when resuming: "
                 f"the checkpoint's run has {({k: identity[k] for k in refused})}; start a new run "
                 "(another --out) to train with other settings")
     identity.update(given)
@@ -248,8 +249,11 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
     except (TypeError, ValueError) as exc:
         raise SystemExit(f"invalid run settings: {exc}") from None
     agent = identity["agent"]
-    fields = config_class(agent).field_names()
-    flags = rename_deprecated(_flag_values(args, [*_all_fields(), *RENAMED]), "flags")
+    try:
+        fields = config_class(agent).field_names()
+        flags = rename_deprecated(_flag_values(args, [*_all_fields(), *RENAMED]), "flags")
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"invalid configuration: {exc}") from None
     foreign = sorted(f for f in flags if f not in fields)
     if foreign:
         raise SystemExit(
