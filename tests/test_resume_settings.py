@@ -24,8 +24,9 @@ from tokengym.train import add_arguments, resolve_settings
 
 ENV_ARGS = ["--env", "tokengym/Sentiment-v0", "--model", "tiny-llama",
             "--env-kwarg", "max_new_tokens=4", "--env-kwarg", "max_prompt_tokens=16"]
+# No warm-up: the optimizer's learning rate is then the configured one from the first iteration.
 SMALL = ["--num-envs", "2", "--num-minibatches", "1", "--epochs", "1", "--num-samples", "0",
-         "--no-tensorboard"]
+         "--no-tensorboard", "--warmup-iterations", "0"]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

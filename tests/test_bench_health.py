@@ -1,0 +1,39 @@
+"""``python -m tokengym.benchmarks.health``: the health figures of a run, from hand-made records."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from tokengym.benchmarks.health import health, main
+
+
+def _records() -> list[dict]:
+    out = []
+    for i in range(1, 9):
+        out.append({"iteration": i, "reward_mean": 0.1 * i, "kl_mean": float(i), "tokens": 40,
+                    "episode_length_mean": 4.0, "approx_kl": 0.01 * i, "clip_fraction": 0.1,
+                    "updates": 3.0, **({"explained_variance": 0.1 * i} if i != 6 else {})})
+    return out
+
+
+def test_health_figures_by_hand() -> None:
+    h = health(_records())
+    assert h["iterations"] == 8 and h["episodes"] == 80
+    assert h["approx_kl_median"] == pytest.approx(0.045)
+    assert h["explained_variance_median_2nd_half"] == pytest.approx(0.7)  # 0.5, 0.7, 0.8
+    assert h["reward_first5"] == pytest.approx(0.3) and h["reward_last5"] == pytest.approx(0.6)
+    assert h["kl_last5"] == pytest.approx(6.0) and h["non_finite"] == 0.0
+
+
+def test_nan_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    records = _records()
+    records[3]["value_loss"] = math.nan
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main([str(tmp_path)]) == 0
+    assert "NaN/inf: yes" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no metrics.jsonl"):
+        main([str(tmp_path / "nowhere")])
