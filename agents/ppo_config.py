@@ -24,6 +24,13 @@ class PPOConfig(CriticConfig):
     shared ones are documented on :class:`~tokengym.agents.agent_config.PGConfig` and
     :class:`~tokengym.agents.agent_config.CriticConfig` (gamma, lam, vf_coef, value_model...)."""
 
+    # PPO's own defaults of shared fields, chosen from measurements on SmolLM2-135M + Sentiment-v0
+    # (docs/ppo.md, "Defaults and why"): with warm-up, the approximate-KL early stop and a
+    # critic with its own rate, 3e-5 keeps every update inside the trust region.
+    lr: float = 3e-5
+    warmup_iterations: int = 4
+    value_lr: float | None = 1e-4
+
     # -- optimisation ------------------------------------------------------------------------
     # Passes over each rollout.
     epochs: int = 4
@@ -36,10 +43,11 @@ class PPOConfig(CriticConfig):
     # Value predictions may move at most this far from the rollout's values (clipped value loss).
     # 0 disables value clipping.
     value_clip_range: float = 0.2
-    # Early stop of the update: when a minibatch's mean approximate KL between the current policy
-    # and the rollout's (approx_kl, per token) exceeds this, its step is skipped and the update
-    # ends (SB3's and CleanRL's `target_kl`). None = all epochs x minibatches.
-    max_approx_kl: float | None = None
+    # Early stop of the policy's update: when a minibatch's mean approximate KL between the
+    # current policy and the rollout's (approx_kl, per token) exceeds this, its step is skipped
+    # and the policy's update ends; the critic takes the remaining steps alone (SB3's and
+    # CleanRL's `target_kl`). None = all epochs x minibatches.
+    max_approx_kl: float | None = 0.05
 
     def validate(self) -> PPOConfig:
         """Raise ``ValueError`` naming the bad value and the fix; returns ``self``."""
