@@ -190,3 +190,23 @@ def test_resume_never_imports_what_a_run_directory_names(two_checkpoints: Path,
     state_path.write_text(json.dumps(state))
     with pytest.raises(SystemExit, match="trust_remote_code=true"):
         _resume(out)
+
+
+def test_a_bench_run_in_use_is_refused(tmp_path: Path) -> None:
+    from tokengym.benchmarks.runner import BenchRunner, run_dir
+    from tokengym.benchmarks.suites import get_suite
+
+    where = run_dir(tmp_path / "bench", "Sentiment", "sample", 0)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; from tokengym.fileio import run_lock\n"
+         f"with run_lock({str(where)!r}):\n    print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        runner = BenchRunner(get_suite("smoke"), tmp_path / "bench", log=lambda line: None)
+        with pytest.raises(RunLockedError, match=f"pid {holder.pid}"):
+            runner.run_one("Sentiment", "sample", 0)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (where / "eval.json").exists()
