@@ -36,7 +36,7 @@ from tokengym.benchmarks.comparisons_markdown import comparison_sections
 from tokengym.benchmarks.plots import make_plots
 from tokengym.benchmarks.stats import aggregate, format_ci
 from tokengym.benchmarks.suites import TASKS
-from tokengym.fileio import atomic_write_text
+from tokengym.fileio import atomic_write_text, read_json
 
 # results.csv columns after the identifying ones; the metric keys come from eval.json.
 METRICS = ("reward_mean", "gold_reward_mean", "kl_mean", "sqrt_kl", "ref_perplexity",
@@ -62,7 +62,12 @@ def read_runs(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
     out = Path(out)
     rows = []
     for path in (out / "runs").glob("*/*/seed*/eval.json"):
-        data = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            data = read_json(path)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; delete it to rerun that run") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} is not a run's evaluation; delete it to rerun that run")
         metrics = data.get("metrics", {})
         row = {k: data.get(k) for k in ID_COLUMNS}
         row["algorithm"] = data.get("algorithm") or data.get("agent")  # older logs: the agent
@@ -79,7 +84,10 @@ def read_runs(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
 def read_bench(out: str | os.PathLike[str]) -> dict[str, Any]:
     """``bench.json`` (suite, command, machine, date), or ``{}`` when missing."""
     path = Path(out) / "bench.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    data = read_json(path) if path.is_file() else {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a benchmark's settings (a JSON object)")
+    return data
 
 
 def suite_order(out: str | os.PathLike[str], rows: Sequence[dict[str, Any]]

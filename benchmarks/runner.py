@@ -42,7 +42,7 @@ from tokengym.agents.loop import RunConfig, train_loop
 from tokengym.agents.registry import config_class, get_spec, make_agent, make_config
 from tokengym.benchmarks.evaluate import distinct_n, evaluate_policy, sequence_logprobs
 from tokengym.benchmarks.suites import TASKS, Suite
-from tokengym.fileio import atomic_write_json, run_lock
+from tokengym.fileio import atomic_write_json, read_json, run_lock
 from tokengym.manifest import source_commit
 from tokengym.models import load_causal_lm, load_tokenizer
 from tokengym.reward_models import make, score
@@ -197,11 +197,16 @@ class BenchRunner:
         old = self.out / "bench.json"
         suite = json.loads(json.dumps(self.suite.to_dict()))
         if old.is_file():
-            data = json.loads(old.read_text(encoding="utf-8"))
-            if _same_suite(data.get("suite"), suite):
+            try:
+                data = read_json(old)
+            except ValueError as exc:
+                data = {}
+                self.log(f"warning: {exc}; it is written anew")
+            if isinstance(data, dict) and _same_suite(data.get("suite"), suite):
                 return data
-            self.log(f"warning: {old} was written by other suite settings; finished runs are "
-                     "kept and skipped (use a new --out to rerun them)")
+            if data:
+                self.log(f"warning: {old} was written by other suite settings; finished runs are "
+                         "kept and skipped (use a new --out to rerun them)")
         return {
             "suite": suite,
             "command": self.command,

@@ -56,6 +56,16 @@ def atomic_write_lines(path: str | os.PathLike[str], chunks: Iterable[str]) -> P
     return path
 
 
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """The JSON content of ``path``; ``ValueError`` naming the file and what is wrong with it
+    (unreadable, not UTF-8, not JSON) instead of the library's own error."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is damaged or unreadable ({type(exc).__name__}: {exc})") from None
+
+
 def atomic_write_json(path: str | os.PathLike[str], data: Any, *, indent: int | None = 1,
                       sort_keys: bool = False) -> Path:
     """Write ``data`` as JSON to ``path`` atomically."""

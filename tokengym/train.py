@@ -46,7 +46,13 @@ from tokengym.agents.logging import plot_metrics, sample_rows, write_sample_tabl
 from tokengym.agents.loop import RunConfig, run_settings_from_checkpoint, train_loop
 from tokengym.agents.ppo_config import PPOConfig
 from tokengym.agents.registry import available, config_class, get_spec, make_agent, make_config
-from tokengym.fileio import RunLockedError, atomic_write_json, atomic_write_text, run_lock
+from tokengym.fileio import (
+    RunLockedError,
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+    run_lock,
+)
 from tokengym.models import DEFAULT_MODEL, load_causal_lm, load_tokenizer
 
 # What the run is; a resumed run keeps them.
@@ -337,8 +343,12 @@ def _train(args: argparse.Namespace, settings: Settings, out: Path) -> int:
     plots = plot_metrics(out / "metrics.jsonl", out / "plots")
     if eval_envs is not None and before_path.exists():
         rollout, _ = agent.evaluate(eval_envs, seed=config.seed)
-        before = json.loads(before_path.read_text(encoding="utf-8"))
-        print(write_sample_table(out / "samples.md", before, sample_rows(rollout)))
+        try:
+            before = read_json(before_path)
+            print(write_sample_table(out / "samples.md", before, sample_rows(rollout)))
+        except (ValueError, TypeError, KeyError) as exc:  # the table is for reading, not resuming
+            print(f"warning: no samples.md: {before_path} is not a sample list ({exc})",
+                  file=sys.stderr)
     agent.policy.save_pretrained_policy(str(out / "model"), tokenizer)
     print(f"checkpoint: {result.checkpoint}\nplots: {plots[0] if plots else '-'}\n"
           f"model: {out / 'model'}")
