@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from tokengym.agents.agent_config import CriticConfig
-from tokengym.agents.base import Batch, TrainableAgent
+from tokengym.agents.base import TrainableAgent
+from tokengym.agents.batch import Batch
 from tokengym.agents.policy import entropy_from_logp
 from tokengym.agents.ppo import gae_advantages
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from tokengym.agents.agent_config import PGConfig
-from tokengym.agents.base import Batch, TrainableAgent
+from tokengym.agents.base import TrainableAgent
+from tokengym.agents.batch import Batch
 from tokengym.agents.groups import group_normalized_advantages
 from tokengym.agents.kl import kl_per_token
 from tokengym.agents.policy import entropy_from_logp

@@ -19,7 +19,8 @@ import torch
 
 from tokengym.agents.advantages import gae, masked_mean, shaped_rewards, whiten
 from tokengym.agents.agent_config import CriticConfig
-from tokengym.agents.base import Batch, TrainableAgent
+from tokengym.agents.base import TrainableAgent
+from tokengym.agents.batch import Batch
 from tokengym.agents.policy import entropy_from_logp
 from tokengym.agents.ppo_config import PPOConfig
 

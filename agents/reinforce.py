@@ -16,7 +16,8 @@ from typing import Any
 
 from tokengym.agents.advantages import shaped_rewards, whiten
 from tokengym.agents.agent_config import PGConfig
-from tokengym.agents.base import Batch, TrainableAgent, token_mean
+from tokengym.agents.base import TrainableAgent
+from tokengym.agents.batch import Batch, token_mean
 
 
 @dataclass

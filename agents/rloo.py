@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from tokengym.agents.advantages import whiten
 from tokengym.agents.agent_config import PGConfig
-from tokengym.agents.base import Batch, TrainableAgent
+from tokengym.agents.base import TrainableAgent
+from tokengym.agents.batch import Batch
 from tokengym.agents.groups import leave_one_out_advantages
 
 

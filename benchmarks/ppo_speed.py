@@ -25,7 +25,7 @@ import gymnasium as gym
 import torch
 
 import tokengym  # noqa: F401  (registers the env ids)
-from tokengym.agents.base import trim_columns
+from tokengym.agents.batch import trim_columns
 from tokengym.agents.policy import token_logprobs
 from tokengym.agents.ppo import PPOAgent
 from tokengym.agents.ppo_config import PPOConfig

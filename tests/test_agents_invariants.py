@@ -29,7 +29,8 @@ import pytest
 import torch
 
 from tokengym.agents.advantages import gae, last_step_index, shaped_rewards
-from tokengym.agents.base import Batch, TrainableAgent, trim_columns
+from tokengym.agents.base import TrainableAgent
+from tokengym.agents.batch import Batch, trim_columns
 from tokengym.agents.grpo import GRPOAgent, GRPOConfig
 from tokengym.agents.policy import token_logprobs
 from tokengym.agents.ppo import PPOAgent, clipped_surrogate

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from tokengym.agents.agent_config import PGConfig
-from tokengym.agents.base import NonFiniteError
 from tokengym.agents.loop import RunConfig
 from tokengym.agents.ppo_config import PPOConfig
+from tokengym.checks import NonFiniteError
 from tokengym.cli import main
 
 ENV_ARGS = ["--env", "tokengym/Sentiment-v0", "--model", "tiny-llama",

@@ -40,12 +40,12 @@ from tqdm import tqdm
 
 import tokengym  # noqa: F401  (registers the env ids)
 from tokengym.agents.agent_config import RENAMED, rename_deprecated
-from tokengym.agents.base import NonFiniteError
 from tokengym.agents.checkpoint import CheckpointError, find_checkpoint, read_checkpoint_info
 from tokengym.agents.logging import plot_metrics, sample_rows, write_sample_table
 from tokengym.agents.loop import RunConfig, run_settings_from_checkpoint, train_loop
 from tokengym.agents.ppo_config import PPOConfig
 from tokengym.agents.registry import available, config_class, get_spec, make_agent, make_config
+from tokengym.checks import NonFiniteError
 from tokengym.fileio import (
     RunLockedError,
     atomic_write_json,
