@@ -38,12 +38,19 @@ def embedding_targets(model: torch.nn.Module, fraction: float = 0.1, seed: int =
 
 
 class TargetFractionReward:
-    """``rm(prompts, completions)``: fraction of each completion's tokens in ``target_ids``."""
+    """``rm(prompts, completions)``: fraction of each completion's tokens in ``target_ids``
+    (re-tokenised, as any text reward model sees them).
+
+    ``first_token_only=True`` scores only the FIRST token (1.0 or 0.0): a reward that one
+    position decides, arriving after the last one, so an agent must credit the right step.
+    """
 
     name = "target_fraction"
 
-    def __init__(self, tokenizer: Any, target_ids: Sequence[int] | np.ndarray) -> None:
+    def __init__(self, tokenizer: Any, target_ids: Sequence[int] | np.ndarray,
+                 first_token_only: bool = False) -> None:
         self.tokenizer = tokenizer
+        self.first_token_only = first_token_only
         self.is_target = np.zeros(len(tokenizer), dtype=bool)
         self.is_target[np.asarray(target_ids, dtype=np.int64)] = True
 
@@ -51,6 +58,8 @@ class TargetFractionReward:
         out = []
         for text in completions:
             ids = np.asarray(self.tokenizer(text, add_special_tokens=False)["input_ids"], np.int64)
+            if self.first_token_only:
+                ids = ids[:1]
             out.append(float(self.is_target[ids].mean()) if ids.size else 0.0)
         return out
 

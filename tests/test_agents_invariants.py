@@ -37,7 +37,7 @@ from tokengym.agents.ppo import PPOAgent, clipped_surrogate
 from tokengym.agents.ppo_config import PPOConfig
 from tokengym.agents.registry import make_agent
 from tokengym.agents.rollout import Rollout
-from tokengym.agents.toy_task import TOY_PROMPTS, embedding_targets
+from tokengym.agents.toy_task import TOY_PROMPTS, TargetFractionReward, embedding_targets
 from tokengym.envs import TextGenVectorEnv
 from tokengym.models import load_causal_lm
 
@@ -53,25 +53,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- helpers -----------------------------------------------------------------------------------
-class FirstTokenReward:
-    """``rm(prompts, completions)``: 1.0 when the completion's FIRST token (re-tokenised, as any
-    text reward model sees it) is in ``target_ids``, else 0.0; the other tokens are irrelevant."""
-
-    name = "first_token"
-
-    def __init__(self, tokenizer: Any, target_ids: Sequence[int] | np.ndarray) -> None:
-        self.tokenizer = tokenizer
-        self.is_target = np.zeros(len(tokenizer), dtype=bool)
-        self.is_target[np.asarray(target_ids, dtype=np.int64)] = True
-
-    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-        out = []
-        for text in completions:
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            out.append(float(self.is_target[ids[0]]) if ids else 0.0)
-        return out
-
-
 class PromptReward:
     """``rm(prompts, completions)``: 1.0 for half of the toy prompts, whatever the completion, so
     the return is a function of the state that a working critic can learn exactly."""
@@ -104,7 +85,8 @@ def first_token_envs(tokenizer: Any, model: torch.nn.Module, num_envs: int = 16,
                      stop_tokens: list[int] | None = None) -> TextGenVectorEnv:
     # 25% of the vocabulary (toy_task uses 10%): with one rewarded token per episode, 10% gave
     # too few non-zero rewards per 16-row rollout to learn within 25 iterations at lr <= 3e-3.
-    rm = FirstTokenReward(tokenizer, embedding_targets(model, fraction=0.25))
+    rm = TargetFractionReward(tokenizer, embedding_targets(model, fraction=0.25),
+                              first_token_only=True)
     return make_envs(tokenizer, rm, num_envs, stop_tokens=stop_tokens)
 
 
