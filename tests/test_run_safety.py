@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -133,22 +135,30 @@ def test_the_manifest_traces_every_session(two_checkpoints: Path, tmp_path: Path
     assert manifest["settings"]["env"] == "tokengym/Sentiment-v0"
 
 
-def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path: Path) -> None:
-    out = tmp_path / "run"
+@contextmanager
+def another_process_holding(path: Path) -> Iterator[int]:
+    """A second process that holds ``path``'s run lock until the block ends (then it is killed
+    with SIGKILL, which releases the lock with the process); yields its pid."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from tokengym.fileio import run_lock\n"
-         f"with run_lock({str(out)!r}):\n    print('locked', flush=True); time.sleep(60)"],
+        [sys.executable, "-c", "import time; from tokengym.fileio import run_lock\n"
+         f"with run_lock({str(path)!r}):\n    print('locked', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(SystemExit, match=rf"in use by another tokengym process \(pid {holder.pid}\)"):
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with another_process_holding(out) as pid:
+        with pytest.raises(SystemExit, match=rf"in use by another tokengym process \(pid {pid}\)"):
             main(["train", *ENV_ARGS, *SMALL, "--iterations", "1", "--out", str(out)])
         with pytest.raises(RunLockedError):
             with run_lock(out):
                 pass
-    finally:
-        holder.kill()  # kill -9 releases the lock with the process: nothing stale is left
-        holder.wait()
     with run_lock(out):
         pass
     assert main(["train", *ENV_ARGS, *SMALL, "--iterations", "1", "--out", str(out)]) == 0
@@ -197,16 +207,8 @@ def test_a_bench_run_in_use_is_refused(tmp_path: Path) -> None:
     from tokengym.benchmarks.suites import get_suite
 
     where = run_dir(tmp_path / "bench", "Sentiment", "sample", 0)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import time; from tokengym.fileio import run_lock\n"
-         f"with run_lock({str(where)!r}):\n    print('locked', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with another_process_holding(where) as pid:
         runner = BenchRunner(get_suite("smoke"), tmp_path / "bench", log=lambda line: None)
-        with pytest.raises(RunLockedError, match=f"pid {holder.pid}"):
+        with pytest.raises(RunLockedError, match=f"pid {pid}"):
             runner.run_one("Sentiment", "sample", 0)
-    finally:
-        holder.kill()
-        holder.wait()
     assert not (where / "eval.json").exists()
