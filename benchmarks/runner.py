@@ -17,7 +17,7 @@ have none). Every agent is evaluated on ``split="eval"`` prompts; the run of see
 reset/sampling seed ``eval_seed + k``, the same for every agent (paired comparisons, and the
 prompts drawn vary over seeds like everything else). Trained agents are evaluated through
 :func:`~tokengym.benchmarks.evaluate.evaluate_policy` against their reference, the others through
-their own ``evaluate`` (best-of-n's analytic KL kept).
+their own ``evaluate`` (best-of-n reports its measured KL estimate and the analytic bound).
 """
 
 from __future__ import annotations
