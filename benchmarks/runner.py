@@ -10,7 +10,10 @@ A run directory holds
 - ``evals.jsonl``: held-out evaluations during training (tasks with a gold reward model);
 - ``checkpoints/``: the latest checkpoint (deleted once the run is finished);
 - ``eval.json``: the final held-out evaluation (with the run's label ``agent``, its registry
-  ``algorithm`` and the resolved config ``overrides``); its presence marks the run finished.
+  ``algorithm``, the resolved config ``overrides`` and, for trainable agents, the whole
+  ``config``); its presence marks the run finished. A trainable run that met a NaN or inf
+  (:class:`~tokengym.checks.NonFiniteError`) is finished too, as ``diverged`` (the message) with
+  no metrics: rerunning the same seed would diverge the same way.
 
 Finished runs are skipped; unfinished ones resume from their checkpoint (or restart when they
 have none). Every agent is evaluated on ``split="eval"`` prompts; the run of seed ``k`` with
@@ -23,6 +26,7 @@ their own ``evaluate`` (best-of-n reports its measured KL estimate and the analy
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import platform
@@ -42,6 +46,7 @@ from tokengym.agents.loop import RunConfig, train_loop
 from tokengym.agents.registry import config_class, get_spec, make_agent, make_config
 from tokengym.benchmarks.evaluate import distinct_n, evaluate_policy, sequence_logprobs
 from tokengym.benchmarks.suites import TASKS, Suite
+from tokengym.checks import NonFiniteError
 from tokengym.fileio import atomic_write_json, read_json, run_lock
 from tokengym.manifest import source_commit
 from tokengym.models import load_causal_lm, load_tokenizer
@@ -159,10 +164,8 @@ class BenchRunner:
 
     # -- the grid ----------------------------------------------------------------------------
     def runs(self) -> list[tuple[str, str, int]]:
-        """Every (task, agent, seed) of the suite, in running order: seed by seed, so that a
-        suite stopped early has every task x agent cell, with fewer seeds."""
-        s = self.suite
-        return [(t, a, k) for k in range(s.seeds) for t in s.tasks for a in s.agents]
+        """Every (task, agent, seed) of the suite in running order (:meth:`Suite.cells`)."""
+        return self.suite.cells()
 
     def run_all(self, todo: Iterable[int] | None = None) -> dict[str, int]:
         """Run (or skip, or resume) every run of this runner's shard, or the runs whose indices
@@ -284,7 +287,7 @@ class BenchRunner:
         else:  # evaluated only: built on the eval env, N rows per prompt for best-of-n
             eval_envs = self.make_envs(task, overrides["num_envs"], "eval")
             agent = make_agent(algorithm, eval_envs, lm, overrides)
-        tokens, wall = 0, 0.0
+        tokens, wall, diverged = 0, 0.0, None
         if trainable:
             # With a token budget, `iterations` is only an upper bound (RunConfig.token_budget).
             run = RunConfig(iterations=s.iterations, token_budget=s.token_budget,
@@ -294,17 +297,26 @@ class BenchRunner:
                         "env": TASKS[task].env_id, "env_kwargs": s.task_env_kwargs(task),
                         "task": task, "seed": seed}
             ckpt_root = where / "checkpoints"
-            result = train_loop(
-                agent, where, run, metadata=metadata,
-                resume_from=ckpt_root if (ckpt_root / LATEST).is_file() or checkpoints(ckpt_root)
-                else None,
-                evaluate=lambda a: self.evaluate(a, True, lm, eval_envs, gold, s.eval_seed + seed),
-                log=self.log, progress=False)
-            if result.interrupted:
-                raise KeyboardInterrupt
-            tokens, wall = result.tokens_total, result.wall_time_s
+            try:
+                result = train_loop(
+                    agent, where, run, metadata=metadata,
+                    resume_from=ckpt_root if (ckpt_root / LATEST).is_file()
+                    or checkpoints(ckpt_root) else None,
+                    evaluate=lambda a: self.evaluate(a, True, lm, eval_envs, gold,
+                                                     s.eval_seed + seed),
+                    log=self.log, progress=False)
+            except NonFiniteError as exc:
+                self.log(f"{task} / {agent_name} / seed {seed} diverged: {exc}")
+                diverged = str(exc)
+            else:
+                if result.interrupted:
+                    raise KeyboardInterrupt
+                tokens, wall, diverged = result.tokens_total, result.wall_time_s, None
         t0 = time.perf_counter()
-        metrics = self.evaluate(agent, trainable, lm, eval_envs, gold, s.eval_seed + seed)
+        if trainable and diverged is not None:
+            metrics: dict[str, Any] = {}
+        else:
+            metrics = self.evaluate(agent, trainable, lm, eval_envs, gold, s.eval_seed + seed)
         if not trainable:  # the evaluation is all they generate (best-of-n: N per prompt)
             tokens = int(metrics.get("tokens", 0))
         result = {
@@ -316,6 +328,10 @@ class BenchRunner:
             "tokens": tokens, "wall_time_s": wall + (0.0 if trainable else time.perf_counter() - t0),
             "metrics": metrics,
         }
+        if trainable:
+            result["config"] = _jsonable(dataclasses.asdict(agent.config))
+            if diverged is not None:
+                result["diverged"] = diverged
         atomic_write_json(where / "eval.json", result, sort_keys=True)
         if trainable and not self.keep_checkpoints:
             shutil.rmtree(where / "checkpoints", ignore_errors=True)

@@ -4,9 +4,13 @@
 suite      model            what it is for
 =========  ===============  ====================================================================
 ``smoke``  ``tiny-llama``   CI: 2 tasks x 3 agents x 2 seeds, 2 iterations; about a minute on CPU
-``quick``  ``smollm2-135m`` every task, PPO, RLOO, best-of-N and the untrained policy, 3 seeds;
-                            about 2.3 hours on a 2-core CPU (1.6 with --jobs 2)
-``full``   ``smollm2-135m`` every task and agent, 5 seeds, long runs: for a GPU
+``tune``   ``smollm2-135m`` the learning-rate sweep that sets ``quick``'s and ``full``'s lrs:
+                            PPO, REINFORCE, RLOO and GRPO at 3 lrs on a seed no table reports
+``quick``  ``smollm2-135m`` the comparison protocol on CPU: Sentiment, Keywords and Length; PPO,
+                            REINFORCE, RLOO, GRPO (1,024 episodes' tokens each, tuned lr), best-of-4
+                            and the untrained policy, 3 seeds; a 3-beta frontier on Sentiment;
+                            about 7 hours on a 2-core CPU with --jobs 2
+``full``   ``smollm2-135m`` the same protocol for a GPU: every task and agent, 5 seeds, long runs
 ``perf``   (its own)        the speed benchmarks collected into ``PERF.md`` (:mod:`.perf`)
 =========  ===============  ====================================================================
 
@@ -76,7 +80,7 @@ class Suite:
         model: the policy (and reference) model name.
         tasks / agents: the grid: task names of :data:`TASKS`; run labels, each an agent name
             of the registry or a key of ``variants``. Run directories are named by the label.
-        seeds: seeds 0..seeds-1 per task x agent.
+        seeds: how many seeds per task x agent: ``first_seed .. first_seed + seeds - 1``.
         iterations: training iterations of trainable agents (an upper bound when
             ``token_budget`` is set).
         num_envs: episodes per training rollout.
@@ -93,6 +97,9 @@ class Suite:
         variants: run label -> (registry agent name, config overrides), e.g. ``{"ppo-b0.01":
             ("ppo", {"beta": 0.01})}``: the same algorithm at other settings. A label must not
             be a registry name itself (that name already means the default config).
+        first_seed: the first seed (a tuning suite uses seeds that no reported cell uses).
+        agent_tasks: run label -> the tasks it runs on (a label absent here runs on every task),
+            e.g. a reward-KL frontier's variants on one task only.
         token_budget: when > 0, every trainable run stops at the first iteration whose
             cumulative sampled training tokens reach it (``RunConfig.token_budget``; RLOO/GRPO's
             k samples per prompt count, they are sampled tokens), so that every trainable agent
@@ -115,6 +122,8 @@ class Suite:
     agent_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     variants: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     token_budget: int = 0
+    first_seed: int = 0
+    agent_tasks: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def validate(self) -> Suite:
         """Raise ``ValueError`` on unknown tasks, agents or variants' agents, malformed variants
@@ -128,6 +137,14 @@ class Suite:
             positive_int(name, getattr(self, name))
         int_at_least("eval_every", self.eval_every, 0)
         int_at_least("token_budget", self.token_budget, 0)
+        int_at_least("first_seed", self.first_seed, 0)
+        for label, tasks in self.agent_tasks.items():
+            if label not in self.agents:
+                raise ValueError(f"agent_tasks names {label!r}, which is not one of the suite's "
+                                 f"agents {list(self.agents)}")
+            if not isinstance(tasks, (tuple, list)) or not set(tasks) <= set(self.tasks):
+                raise ValueError(f"agent_tasks[{label!r}] must list tasks of the suite "
+                                 f"{list(self.tasks)}, got {tasks!r}")
         for label, variant in self.variants.items():
             if not isinstance(label, str) or not _LABEL.fullmatch(label):
                 raise ValueError(f"variant label {label!r}: use letters, digits and . _ + = - "
@@ -172,6 +189,14 @@ class Suite:
         """The registry agent name run label ``label`` runs."""
         return self.resolve(label)[0]
 
+    def cells(self) -> list[tuple[str, str, int]]:
+        """Every ``(task, label, seed)`` of the grid, seed by seed (a suite stopped early has
+        every task x label cell, with fewer seeds), without the labels ``agent_tasks`` keeps off
+        a task."""
+        return [(t, a, k) for k in range(self.first_seed, self.first_seed + self.seeds)
+                for t in self.tasks for a in self.agents
+                if t in self.agent_tasks.get(a, self.tasks)]
+
     def task_env_kwargs(self, task: str) -> dict[str, Any]:
         """Env keywords for ``task``: the ``"*"`` entry, then the task's own."""
         return {**self.env_kwargs.get("*", {}), **self.env_kwargs.get(task, {})}
@@ -194,12 +219,30 @@ class Suite:
         values = dict(values)
         for key in ("tasks", "agents"):
             values[key] = tuple(values[key])
+        values["agent_tasks"] = {label: tuple(tasks)
+                                 for label, tasks in values.get("agent_tasks", {}).items()}
         values["variants"] = {label: (v[0], dict(v[1]))
                               for label, v in values.get("variants", {}).items()}
         return cls(**values)
 
 
 _PPO_SMALL = {"epochs": 1, "num_minibatches": 2}
+
+# The quick and tuning suites' budget: every trainable run samples 16,384 completion tokens for
+# training, 1,024 episodes of 16 new tokens (64 rollouts of 16 episodes; RLOO/GRPO's 4 samples of
+# each prompt count, so they see 256 prompts 4 times each).
+_QUICK_TOKENS = 64 * 16 * 16
+_QUICK_ENV = {"*": {"max_new_tokens": 16}}
+# The trainable agents compared, and the learning rates the tuning suite tries for each of them
+# (the same grid for every agent; PPO's 3e-5 default was chosen on seed 0 before the protocol).
+_TRAINABLE = ("ppo", "reinforce", "rloo", "grpo")
+_TUNE_LRS = (1e-5, 3e-5, 1e-4)
+# The KL coefficients of the reward-KL frontier (beta, the same meaning for every agent:
+# the weight of its KL term, per token for PPO/REINFORCE, per sequence for RLOO, k3 in GRPO's
+# loss), each agent at its tuned lr; 0.05 is every agent's default.
+_FRONTIER_BETAS = (0.01, 0.2)
+_FRONTIER = {f"{agent}-b{beta:g}": (agent, {"beta": beta})
+             for agent in _TRAINABLE for beta in _FRONTIER_BETAS}
 
 SUITES: dict[str, Suite] = {
     "smoke": Suite(
@@ -211,28 +254,40 @@ SUITES: dict[str, Suite] = {
                                                    "max_new_tokens": 8}}},
         agent_overrides={"ppo": {**_PPO_SMALL, "lr": 1e-4}},
     ),
-    # Sized for ~2.3 hours on 2 CPU cores: 5 tasks x 3 seeds x (ppo and rloo, 16 iterations of 8
-    # episodes, + best-of-n / sample evaluations) at 16 new tokens. PPO and RLOO share
-    # the demo's learning rate and KL coefficient (2 epochs of PPO learn Sentiment-v0 in ~16
-    # iterations there); the lower beta lets a 128-episode budget move the policy at all.
-    "quick": Suite(
-        name="quick", model="smollm2-135m", tasks=tuple(TASKS),
-        agents=("ppo", "rloo", "best-of-n", "sample"), seeds=3, iterations=16,
-        num_envs=8, eval_episodes=32, eval_every=4, checkpoint_every=8,
-        env_kwargs={"*": {"max_new_tokens": 16},
-                    "Overoptimization": {"proxy": {"num_prompts": 96, "k": 4, "epochs": 10,
-                                                   "max_new_tokens": 16}}},
-        agent_overrides={"ppo": {"epochs": 2, "num_minibatches": 2, "lr": 5e-5, "beta": 0.02,
-                                 "vf_coef": 0.1},
-                         "rloo": {"samples_per_prompt": 4, "lr": 5e-5, "beta": 0.02}},
+    # The learning-rate sweep behind quick's agent_overrides: every trainable agent at each lr of
+    # _TUNE_LRS, on Sentiment with seed 100 (no reported cell uses it), with quick's budget and
+    # evaluation. `python -m tokengym.benchmarks.sweep DIR` picks, per agent, the lr with the
+    # highest held-out KL-regularised reward (reward - beta * exact KL, what the agents maximise).
+    "tune": Suite(
+        name="tune", model="smollm2-135m", tasks=("Sentiment",),
+        agents=tuple(f"{a}-lr{lr:g}" for a in _TRAINABLE for lr in _TUNE_LRS),
+        variants={f"{a}-lr{lr:g}": (a, {"lr": lr}) for a in _TRAINABLE for lr in _TUNE_LRS},
+        seeds=1, first_seed=100, iterations=64, num_envs=16, eval_episodes=64,
+        checkpoint_every=16, token_budget=_QUICK_TOKENS, env_kwargs=_QUICK_ENV,
     ),
+    # The CPU suite of the comparison protocol (docs/benchmarks.md): the three tasks where RL
+    # should beat sampling, every trainable agent with the same sampled-token budget at its tuned
+    # lr, the untrained policy and best-of-4; on Sentiment, every trainable agent also at the
+    # frontier's other betas. 60 trainable runs, about 7 hours on 2 CPU cores with --jobs 2.
+    "quick": Suite(
+        name="quick", model="smollm2-135m", tasks=("Sentiment", "Keywords", "Length"),
+        agents=(*_TRAINABLE, *_FRONTIER, "best-of-n", "sample"), seeds=3, iterations=64,
+        num_envs=16, eval_episodes=64, checkpoint_every=16, token_budget=_QUICK_TOKENS,
+        env_kwargs=_QUICK_ENV, variants=_FRONTIER,
+        agent_tasks={label: ("Sentiment",) for label in _FRONTIER},
+        # lr per agent: the tuning suite's choice (benchmarks/tuning/SWEEP.md).
+        agent_overrides={},
+    ),
+    # The same protocol sized for a GPU: every task, every agent, 5 seeds, 12,800 episodes of 24
+    # new tokens per trainable run, the frontier on every task.
     "full": Suite(
         name="full", model="smollm2-135m", tasks=tuple(TASKS),
-        agents=("ppo", "reinforce", "rloo", "grpo", "a2c", "best-of-n", "greedy", "sample"),
+        agents=(*_TRAINABLE, "a2c", *_FRONTIER, "best-of-n", "greedy", "sample"),
         seeds=5, iterations=200, num_envs=64, eval_episodes=100, eval_every=20,
-        checkpoint_every=20,
-        env_kwargs={"Overoptimization": {"proxy": {"num_prompts": 240, "k": 8, "epochs": 20}}},
-        agent_overrides={"ppo": {"num_minibatches": 4, "lr": 1e-5}},
+        checkpoint_every=20, token_budget=200 * 64 * 24, variants=_FRONTIER,
+        env_kwargs={"*": {"max_new_tokens": 24},
+                    "Overoptimization": {"proxy": {"num_prompts": 240, "k": 8, "epochs": 20}}},
+        agent_overrides={},
     ),
 }
 

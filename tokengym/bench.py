@@ -32,7 +32,7 @@ from tokengym.benchmarks.scheduler import run_jobs
 from tokengym.benchmarks.suites import Suite, get_suite
 from tokengym.train import parse_env_kwargs
 
-SUITE_NAMES = ("smoke", "quick", "full", "perf")
+SUITE_NAMES = ("smoke", "tune", "quick", "full", "perf")
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--out", help="benchmark directory (default bench/<suite>)")
     parser.add_argument("--tasks", nargs="+", help="subset of the suite's tasks (or others)")
     parser.add_argument("--agents", nargs="+", help="agents instead of the suite's")
-    parser.add_argument("--seeds", type=int, help="seeds 0..N-1 per task x agent")
+    parser.add_argument("--seeds", type=int, help="N seeds per task x agent (from the suite's "
+                        "first seed, 0 but for the tuning suite)")
     parser.add_argument("--model", help="policy model instead of the suite's")
     sizes = parser.add_argument_group("size overrides (e.g. to try a suite quickly)")
     sizes.add_argument("--iterations", type=int, help="training iterations per run")
@@ -124,7 +125,11 @@ def build_suite(args: argparse.Namespace) -> Suite:
         env_kwargs = {k: dict(v) for k, v in suite.env_kwargs.items()}
         env_kwargs.setdefault("*", {}).update(parse_env_kwargs(args.env_kwarg))
         changes["env_kwargs"] = env_kwargs
-    return dataclasses.replace(suite, **changes).validate()
+    suite = dataclasses.replace(suite, **changes)
+    # A label's task restriction follows the chosen agents and tasks.
+    agent_tasks = {label: tuple(t for t in tasks if t in suite.tasks)
+                   for label, tasks in suite.agent_tasks.items() if label in suite.agents}
+    return dataclasses.replace(suite, agent_tasks=agent_tasks).validate()
 
 
 def command_line(args: argparse.Namespace, out: str) -> str:
@@ -155,7 +160,7 @@ def run(args: argparse.Namespace, name: str) -> int:
         print("\n".join(f"{key}: {path}" for key, path in paths.items()))
         return 0
     if not args.suite:
-        raise SystemExit("pass --suite {smoke,quick,full,perf} (to run) or --report DIR")
+        raise SystemExit("pass --suite {smoke,tune,quick,full,perf} (to run) or --report DIR")
     out = args.out or f"bench/{args.suite}"
     jobs = 1 if args.jobs is None else args.jobs
     if jobs < 1:
