@@ -35,7 +35,7 @@ from tokengym.benchmarks.comparisons import STAT_COLUMNS, statistics, statistics
 from tokengym.benchmarks.comparisons_markdown import comparison_sections
 from tokengym.benchmarks.plots import make_plots
 from tokengym.benchmarks.stats import aggregate, format_ci
-from tokengym.benchmarks.suites import TASKS
+from tokengym.benchmarks.suites import TASKS, Suite
 from tokengym.fileio import atomic_write_text, read_json
 
 # results.csv columns after the identifying ones; the metric keys come from eval.json.
@@ -75,6 +75,7 @@ def read_runs(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
         kl = metrics.get("kl_mean", math.nan)
         row["sqrt_kl"] = math.sqrt(max(kl, 0.0)) if not math.isnan(kl) else math.nan
         row["tokens"], row["wall_time_s"] = data.get("tokens", 0), data.get("wall_time_s", math.nan)
+        row["diverged"] = bool(data.get("diverged"))
         rows.append(row)
     tasks, agents = suite_order(out, rows)
     rows.sort(key=lambda r: (tasks.index(r["task"]), agents.index(r["agent"]), r["seed"]))
@@ -128,12 +129,16 @@ def task_table(rows: Sequence[dict[str, Any]], agents: Sequence[str]) -> str:
              + " | ".join(h for _, h, _ in columns) + " |",
              "|---|" + ("---|" if algo else "") + "---:|" + "---:|" * len(columns)]
     for agent in agents:
-        mine = [r for r in rows if r["agent"] == agent]
-        if not mine:
+        runs = [r for r in rows if r["agent"] == agent]
+        if not runs:
             continue
-        cells = [format_ci(*aggregate(mine, key)[:2], digits=d) for key, _, d in columns]
-        lines.append(f"| {agent} | " + (f"{mine[0]['algorithm']} | " if algo else "")
-                     + f"{len(mine)} | " + " | ".join(cells) + " |")
+        mine = [r for r in runs if not r.get("diverged")]
+        lost = len(runs) - len(mine)
+        cells = [format_ci(*aggregate(mine, key)[:2], digits=d) if mine else "diverged"
+                 for key, _, d in columns]
+        lines.append(f"| {agent} | " + (f"{runs[0]['algorithm']} | " if algo else "")
+                     + f"{len(mine)}{f' (+{lost} diverged)' if lost else ''} | "
+                     + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -144,13 +149,20 @@ def results_markdown(out: str | os.PathLike[str], rows: Sequence[dict[str, Any]]
     tasks, agents = suite_order(out, rows)
     seeds = sorted({r["seed"] for r in rows})
     lines = ["# tokengym benchmark results", ""]
+    planned = len(Suite.from_dict(suite).cells()) if suite else len(rows)
     if suite:
         lines.append(
             f"Suite `{suite['name']}` on `{suite['model']}`: {len(suite['tasks'])} task(s) x "
-            f"{len(suite['agents'])} agent(s) x {suite['seeds']} seed(s); trainable agents run "
-            f"{suite['iterations']} iterations of {suite['num_envs']} episodes; every agent is "
-            f"evaluated on {suite['eval_episodes']} held-out (`split=\"eval\"`) episodes, seed "
-            f"k's runs with eval seed {suite['eval_seed']} + k.")
+            f"{len(suite['agents'])} agent(s) x {suite['seeds']} seed(s) ({planned} runs); "
+            f"trainable agents run {suite['iterations']} iterations of {suite['num_envs']} "
+            f"episodes; every agent is evaluated on {suite['eval_episodes']} held-out "
+            f"(`split=\"eval\"`) episodes, seed k's runs with eval seed {suite['eval_seed']} + k.")
+        for label, only in suite.get("agent_tasks", {}).items():
+            lines.append(f"`{label}` runs on {', '.join(only)} only.")
+        for agent, overrides in suite.get("agent_overrides", {}).items():
+            if overrides:
+                lines.append(f"Settings of `{agent}` (every run of it): " + ", ".join(
+                    f"{k}={json.dumps(v)}" for k, v in overrides.items()) + ".")
         if suite.get("token_budget"):
             lines.append(
                 f"Every trainable run has the same budget of {suite['token_budget']} sampled "
@@ -177,7 +189,10 @@ def results_markdown(out: str | os.PathLike[str], rows: Sequence[dict[str, Any]]
         lines.append(f"- Parallel: {bench['shards']} processes (`--jobs {bench['shards']}` or "
                      f"`--shard K/{bench['shards']}`) split the runs; a run's wall time is its "
                      "own process's, slowed by whatever shared its machine")
-    lines += [f"- Runs: {len(rows)} finished (seeds {', '.join(map(str, seeds))})", "",
+    diverged = [f"{r['task']}/{r['agent']}/seed{r['seed']}" for r in rows if r["diverged"]]
+    lines += [f"- Runs: {len(rows)} of {planned} finished (seeds {', '.join(map(str, seeds))})"
+              + (f"; diverged (a NaN or inf stopped them, left out of every mean): "
+                 f"{', '.join(diverged)}" if diverged else ""), "",
               "Each cell is the mean ± 95 % confidence interval over seeds (Student's t; a bare "
               "number when there is one seed). Columns are explained in `docs/benchmarks.md`. "
               "On Overoptimization, *eval reward* is the proxy reward model's score and *gold "
@@ -188,7 +203,7 @@ def results_markdown(out: str | os.PathLike[str], rows: Sequence[dict[str, Any]]
             continue
         env_id = TASKS[task].env_id if task in TASKS else task
         lines += [f"## {task} (`{env_id}`)", "", task_table(mine, agents), ""]
-    lines += comparison_sections(rows, tasks, agents)
+    lines += comparison_sections([r for r in rows if not r["diverged"]], tasks, agents)
     lines += ["## Plots", ""]
     for task in tasks:
         if any(r["task"] == task for r in rows):
@@ -213,12 +228,13 @@ def write_report(out: str | os.PathLike[str], plots: bool = True) -> dict[str, P
     if not rows:
         raise ValueError(f"{out} holds no finished run (no runs/<task>/<agent>/seed<k>/eval.json)")
     paths = {"csv": write_csv(rows, out / "results.csv"), "md": out / "RESULTS.md"}
-    stats = statistics(rows, *suite_order(out, rows))
+    finite = [r for r in rows if not r["diverged"]]
+    stats = statistics(finite, *suite_order(out, rows))
     paths["statistics"] = write_csv(
         statistics_rows(stats["paired"], stats["aggregate"], stats["matched"]),
         out / "statistics.csv", STAT_COLUMNS)
     atomic_write_text(paths["md"], results_markdown(out, rows))
     if plots:
-        for path in make_plots(out, rows, *suite_order(out, rows)):
+        for path in make_plots(out, finite, *suite_order(out, rows)):
             paths[path.stem] = path
     return paths

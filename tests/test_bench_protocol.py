@@ -11,6 +11,7 @@ import math
 import pytest
 
 from tokengym.bench import add_arguments, build_suite
+from tokengym.benchmarks.report import write_report
 from tokengym.benchmarks.runner import BenchRunner
 from tokengym.benchmarks.suites import SUITES, Suite
 from tokengym.benchmarks.sweep import choose, sweep_runs, write_sweep
@@ -123,3 +124,8 @@ def test_a_diverged_run_is_recorded_and_not_rerun(tmp_path, monkeypatch):
     assert "diverged" not in sample and math.isfinite(sample["metrics"]["reward_mean"])
     assert BenchRunner(suite, tmp_path, command="test", log=logs.append).run_all() == {
         "ran": 0, "skipped": 2}
+    # the report shows it as diverged and keeps it out of every mean
+    write_report(tmp_path, plots=False)
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "- Runs: 2 of 2 finished (seeds 0); diverged (a NaN or inf stopped them" in text
+    assert "| ppo | 0 (+1 diverged) | diverged |" in text
