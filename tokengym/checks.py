@@ -1,27 +1,73 @@
 """Validation helpers shared by configs, envs and reward models: one message per kind of error.
 
-Each returns the value (converted where that is safe) or raises ``ValueError`` naming the
-setting, the bad value and what is accepted.
+Each returns the value (converted where that is safe) or raises a ``ValueError`` or
+``TypeError`` naming the setting, the bad value and what is accepted.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from typing import Any
 
-
-def positive_int(name: str, value: Any) -> int:
-    """``value`` as an ``int`` >= 1 (numpy integers accepted; ``bool`` refused)."""
-    return int_at_least(name, value, 1)
+import numpy as np
 
 
-def int_at_least(name: str, value: Any, minimum: int) -> int:
-    """``value`` as an ``int`` >= ``minimum`` (numpy integers accepted; ``bool`` refused)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+def positive_int(name: str, value: Any, maximum: int | None = None) -> int:
+    """``value`` as an ``int`` in ``[1, maximum]`` (numpy integers accepted; ``bool`` refused)."""
+    return int_at_least(name, value, 1, maximum)
+
+
+def int_at_least(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    """``value`` as an ``int`` in ``[minimum, maximum]`` (``maximum=None``: no upper bound; numpy
+    integers accepted; ``bool`` refused)."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum
+            or (maximum is not None and value > maximum)):
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"{name} must be {what}, got {value!r}")
+        limit = "" if maximum is None else f" <= {maximum}"
+        raise ValueError(f"{name} must be {what}{limit}, got {value!r}")
     return int(value)
+
+
+def finite_number(name: str, value: Any, *, minimum: float | None = None,
+                  exclusive: bool = False) -> float:
+    """``value`` as a finite ``float`` (``> minimum`` when ``exclusive``, else ``>= minimum``).
+
+    Ints, floats and numpy numbers are accepted; ``bool``, strings and other objects are a
+    ``TypeError`` (never converted: ``"1.5"`` is refused, not read as 1.5); NaN, inf and values
+    out of range a ``ValueError``.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number (int or float), got {value!r} "
+                        f"({type(value).__name__})")
+    number = float(value)
+    low_ok = minimum is None or (number > minimum if exclusive else number >= minimum)
+    if not (math.isfinite(number) and low_ok):
+        limit = "" if minimum is None else f" {'>' if exclusive else '>='} {minimum:g}"
+        raise ValueError(f"{name} must be a finite number{limit}, got {value!r}")
+    return number
+
+
+def boolean(name: str, value: Any) -> bool:
+    """``value`` if it is ``True`` or ``False`` (numpy bools too); anything else (``"false"``, 1,
+    None) is a ``TypeError``, never read by its truthiness."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def keyword_arguments(name: str, value: Any) -> dict[str, Any]:
+    """``value``, a mapping of keyword arguments (string keys), as a ``dict``; ``None`` is ``{}``."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a dict of keyword arguments (or None), got "
+                        f"{type(value).__name__} {value!r}")
+    bad = [k for k in value if not isinstance(k, str)]
+    if bad:
+        raise TypeError(f"{name} must have string keys (argument names), got {bad[0]!r}")
+    return dict(value)
 
 
 class NonFiniteError(RuntimeError):
