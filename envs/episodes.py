@@ -18,12 +18,12 @@ are ``attention_mask.cumsum(-1) - 1``). Pad columns hold the tokenizer's pad id.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from tokengym.checks import positive_int
+from tokengym.checks import boolean, keyword_arguments, positive_int
 from tokengym.envs.prompts import FORCED_PROMPT_ID, PromptRecord, PromptSource, to_record
 from tokengym.reward_models import RewardModelError, make, reward_model_name, score
 from tokengym.reward_models.base import RewardFn
@@ -31,6 +31,33 @@ from tokengym.reward_models.base import RewardFn
 STOP_TOKEN = "stop_token"
 STOP_STRING = "stop_string"
 MAX_NEW_TOKENS = "max_new_tokens"
+
+MAX_TOKENS = 2**20
+"""Largest ``max_prompt_tokens`` and ``max_new_tokens`` (1,048,576: beyond any model's context)."""
+MAX_CELLS = 2**27
+"""Largest ``num_envs * (max_prompt_tokens + max_new_tokens)``: the two int64 observation
+buffers then take 2 GiB."""
+
+
+def _buffer_cells(num_slots: int, seq_len: int) -> None:
+    cells = num_slots * seq_len
+    if cells > MAX_CELLS:
+        raise ValueError(
+            f"num_envs * (max_prompt_tokens + max_new_tokens) = {num_slots} * {seq_len} = {cells} "
+            f"token cells is more than {MAX_CELLS} (the observation buffers would take "
+            f"{cells * 16 / 2**30:.1f} GiB); lower num_envs, max_prompt_tokens or max_new_tokens"
+        )
+
+
+def _stop_strings(stop_strings: Any) -> list[str]:
+    if stop_strings is None:
+        return []
+    if isinstance(stop_strings, (str, bytes, Mapping)) or not isinstance(stop_strings, Iterable):
+        raise TypeError(f"stop_strings must be a list of non-empty strings, got {stop_strings!r}")
+    strings = list(stop_strings)
+    if not all(isinstance(s, str) and s for s in strings):
+        raise TypeError(f"stop_strings must be a list of non-empty strings, got {stop_strings!r}")
+    return strings
 
 
 class EpisodeBatch:
@@ -65,11 +92,14 @@ class EpisodeBatch:
         reward_model_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         self.num_slots = positive_int("num_envs", num_slots)
-        self.prompt_len = positive_int("max_prompt_tokens", max_prompt_tokens)
-        self.max_new_tokens = positive_int("max_new_tokens", max_new_tokens)
+        self.prompt_len = positive_int("max_prompt_tokens", max_prompt_tokens, MAX_TOKENS)
+        self.max_new_tokens = positive_int("max_new_tokens", max_new_tokens, MAX_TOKENS)
         self.seq_len = self.prompt_len + self.max_new_tokens
+        _buffer_cells(self.num_slots, self.seq_len)
+        self.chat_template = boolean("chat_template", chat_template)
         self.source = PromptSource(prompts)
-        self.reward_model: RewardFn = make(reward_model, **dict(reward_model_kwargs or {}))
+        rm_kwargs = keyword_arguments("reward_model_kwargs", reward_model_kwargs)
+        self.reward_model: RewardFn = make(reward_model, **rm_kwargs)
         self.reward_name = reward_model_name(self.reward_model)
         self.tokenizer = tokenizer
         self.vocab_size = len(tokenizer)
@@ -77,17 +107,12 @@ class EpisodeBatch:
         if self.pad_id is None:
             raise ValueError("the tokenizer has neither a pad nor an EOS token to pad with")
         self.stop_ids = self._stop_ids(stop_tokens)
-        if stop_strings is not None and (
-            isinstance(stop_strings, str) or not all(isinstance(s, str) and s for s in stop_strings)
-        ):
-            raise TypeError(f"stop_strings must be a list of non-empty strings, got {stop_strings!r}")
-        self.stop_strings = list(stop_strings or [])
+        self.stop_strings = _stop_strings(stop_strings)
         # Enough trailing tokens to contain the longest stop string (each token decodes to >= 1
         # character except rare empty ones, hence the margin).
         self._stop_tail = max((len(s) for s in self.stop_strings), default=0) + 2
-        if chat_template and not getattr(tokenizer, "chat_template", None):
+        if self.chat_template and not getattr(tokenizer, "chat_template", None):
             raise ValueError("chat_template=True but the tokenizer has no chat template")
-        self.chat_template = bool(chat_template)
 
         n, length = self.num_slots, self.seq_len
         self.input_ids = np.full((n, length), self.pad_id, dtype=np.int64)
@@ -106,8 +131,15 @@ class EpisodeBatch:
             if self.tokenizer.eos_token_id is None:
                 return np.zeros(0, dtype=np.int64)
             return np.array([self.tokenizer.eos_token_id], dtype=np.int64)
-        if isinstance(stop_tokens, (str, int)):
+        if isinstance(stop_tokens, (str, int, np.integer)):
             stop_tokens = [stop_tokens]
+        elif isinstance(stop_tokens, (bytes, bytearray, Mapping)) or not isinstance(
+            stop_tokens, Iterable
+        ):
+            raise TypeError(
+                "stop_tokens must be a token id, a token string or a list of them, got "
+                f"{type(stop_tokens).__name__} {stop_tokens!r}"
+            )
         ids = []
         for tok in stop_tokens:
             if isinstance(tok, str):
@@ -153,6 +185,11 @@ class EpisodeBatch:
         ``options={"prompt": str | record}`` forces the prompt; otherwise the next prompt in the
         slot's seeded order is drawn with ``rng``.
         """
+        if options is not None and not isinstance(options, Mapping):
+            raise TypeError(
+                "options must be a dict (accepted key: 'prompt') or None, got "
+                f"{type(options).__name__} {options!r}"
+            )
         options = options or {}
         unknown = set(options) - {"prompt"}
         if unknown:
@@ -197,7 +234,13 @@ class EpisodeBatch:
 
     def check_actions(self, actions: Any) -> np.ndarray:
         """Validate a batch of actions, shape ``(N,)`` integer token ids."""
-        arr = np.asarray(actions)
+        try:
+            arr = np.asarray(actions)
+        except (TypeError, ValueError) as exc:  # ragged nesting: numpy cannot make an array
+            raise ValueError(
+                f"actions must be a sequence of {self.num_slots} integer token ids (shape "
+                f"({self.num_slots},)), got {type(actions).__name__} {actions!r:.80} ({exc})"
+            ) from None
         if arr.shape != (self.num_slots,):
             raise ValueError(f"actions must have shape ({self.num_slots},), got {arr.shape}")
         if arr.dtype.kind not in "iu":

@@ -4,16 +4,19 @@ A prompt source is one of
 
 - a sequence of prompts, each a string or a record ``{"prompt": str, **fields}``;
 - a path to a ``.txt`` file (one prompt per non-blank line) or a ``.jsonl`` file (one record per
-  line, each with a ``"prompt"`` key);
+  line, each with a ``"prompt"`` key); the suffix decides the format (in any case: ``.JSONL``
+  too), and other suffixes (``.json``, ``.csv``, none) are refused rather than read as text;
 - a callable ``f(rng: numpy.random.Generator) -> str | dict`` that makes a prompt on demand.
 
 Record fields other than ``"prompt"`` (an expected answer, keywords, ...) travel with the prompt
-and reach the reward model as keyword arguments (see :mod:`tokengym.reward_models.base`).
+and reach the reward model as keyword arguments (see :mod:`tokengym.reward_models.base`), so
+their names are strings other than ``prompts`` and ``completions``.
 """
 
 from __future__ import annotations
 
 import codecs
+import inspect
 import json
 import os
 import re
@@ -34,6 +37,15 @@ _NEWLINES = re.compile(r"\r\n|\r|\n")
 FORCED_PROMPT_ID = -1
 """``prompt_id`` of a prompt forced through ``reset(options={"prompt": ...})``."""
 
+PROMPT_SUFFIXES = (".txt", ".jsonl")
+"""Prompt file formats, by suffix (any case): one prompt per line, one JSON record per line."""
+
+RESERVED_FIELDS = ("prompts", "completions")
+"""Names a record field may not take: they are the reward model's positional arguments."""
+
+_SOURCES = ("a list of strings or {'prompt': ...} records, a path to a .txt/.jsonl file, or a "
+            "callable rng -> prompt")
+
 
 @dataclass(frozen=True)
 class PromptRecord:
@@ -49,12 +61,19 @@ def to_record(prompt: PromptLike, prompt_id: int, where: str) -> PromptRecord:
     if isinstance(prompt, str):
         text, fields = prompt, {}
     elif isinstance(prompt, Mapping):
-        if "prompt" not in prompt or not isinstance(prompt["prompt"], str):
+        if "prompt" not in prompt:
+            keys = sorted(map(repr, prompt))
             raise ValueError(
-                f"{where}: a prompt record needs a string 'prompt' key, got keys {sorted(prompt)}"
+                f"{where}: a prompt record needs a string 'prompt' key, got keys [{', '.join(keys)}]"
             )
         text = prompt["prompt"]
+        if not isinstance(text, str):
+            raise ValueError(
+                f"{where}: the record's 'prompt' is {text!r:.60} ({type(text).__name__}), not a "
+                "string; a prompt record is {'prompt': str, **fields}"
+            )
         fields = {k: v for k, v in prompt.items() if k != "prompt"}
+        _check_field_names(fields, where)
     else:
         raise TypeError(
             f"{where}: a prompt must be a string or a record {{'prompt': str, ...}}, "
@@ -63,6 +82,35 @@ def to_record(prompt: PromptLike, prompt_id: int, where: str) -> PromptRecord:
     if not text.strip():
         raise ValueError(f"{where}: the prompt is empty")
     return PromptRecord(text=text, id=prompt_id, fields=fields)
+
+
+def _check_field_names(fields: Mapping[Any, Any], where: str) -> None:
+    for name in fields:
+        if not isinstance(name, str):
+            raise ValueError(
+                f"{where}: field name {name!r} is not a string; record fields reach the reward "
+                "model as keyword arguments, so their names must be identifiers such as 'answer'"
+            )
+        if name in RESERVED_FIELDS:
+            raise ValueError(
+                f"{where}: field name {name!r} is reserved (the reward model's positional "
+                f"arguments are {' and '.join(RESERVED_FIELDS)}); rename the field"
+            )
+
+
+def _check_generator(prompts: Callable[..., Any]) -> None:
+    """A prompt callable must take the episode's RNG as its one positional argument."""
+    try:
+        sig = inspect.signature(prompts)
+    except (TypeError, ValueError):  # no signature to inspect (some builtins): trust it
+        return
+    try:
+        sig.bind(None)
+    except TypeError:
+        raise TypeError(
+            f"prompts: a prompt callable is called as f(rng) with a numpy Generator, but its "
+            f"signature is {sig}; pass {_SOURCES}"
+        ) from None
 
 
 def _read_text(path: Path) -> str:
@@ -99,8 +147,17 @@ def _lines(text: str) -> list[str]:
 
 
 def _read_file(path: Path) -> list[PromptRecord]:
+    suffix = path.suffix.lower()
+    if suffix not in PROMPT_SUFFIXES:
+        kind = f"a {suffix} file" if suffix else "a file without a .txt/.jsonl suffix"
+        hint = (" (for a JSON list of records, write one record per line in a .jsonl file, or "
+                "load the list and pass it as prompts=)") if suffix == ".json" else ""
+        raise ValueError(
+            f"{path}: {kind} is not a prompt file{hint}; prompt files are .txt (one prompt per "
+            "line) or .jsonl (one JSON record {'prompt': str, **fields} per line)"
+        )
     text = _read_text(path)
-    if path.suffix == ".jsonl":
+    if suffix == ".jsonl":
         records = []
         for lineno, line in enumerate(_lines(text), start=1):
             if not line.strip():
@@ -127,6 +184,12 @@ class PromptSource:
         self.generator: Callable[[np.random.Generator], PromptLike] | None = None
         if isinstance(prompts, (str, os.PathLike)):
             path = Path(prompts)
+            if path.is_dir():
+                raise ValueError(
+                    f"prompts={os.fspath(prompts)!r} is a directory; pass a prompt file (.txt: "
+                    "one prompt per line, .jsonl: one record per line) inside it, or "
+                    f"{_SOURCES}."
+                )
             if not path.is_file():
                 raise ValueError(
                     f"prompts={os.fspath(prompts)!r} is not an existing file. Pass a list of "
@@ -136,16 +199,14 @@ class PromptSource:
             self.records = _read_file(path)
             where = f"prompt file {path}"
         elif callable(prompts):
+            _check_generator(prompts)
             self.generator = prompts
             return
-        elif isinstance(prompts, Sequence):
+        elif isinstance(prompts, Sequence) and not isinstance(prompts, (bytes, bytearray)):
             self.records = [to_record(p, i, f"prompts[{i}]") for i, p in enumerate(prompts)]
             where = "the prompt list"
         else:
-            raise TypeError(
-                "prompts must be a list of strings or {'prompt': ...} records, a path to a "
-                f".txt/.jsonl file, or a callable rng -> prompt; got {type(prompts).__name__}"
-            )
+            raise TypeError(f"prompts must be {_SOURCES}; got {type(prompts).__name__}")
         if not self.records:
             raise ValueError(f"{where} is empty; an env needs at least one prompt")
 

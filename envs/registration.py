@@ -14,7 +14,8 @@
   ``proxy`` and ``gold`` (Gao et al. 2022; see :mod:`tokengym.benchmarks.overoptimization`).
 
 Task envs take ``split="train"`` (default) or ``"eval"`` for the held-out prompts, and every
-``TextGenEnv`` keyword, which overrides the task's defaults (:data:`TASKS`).
+``TextGenEnv`` keyword, which overrides the task's defaults (:data:`TASKS`); ``split`` and
+``prompts`` together are an error (the split names shipped prompts that ``prompts`` replaces).
 
 ``gymnasium.make_vec(id, num_envs=N, vectorization_mode="vector_entry_point")`` returns the native
 :class:`~tokengym.envs.TextGenVectorEnv`.
@@ -103,8 +104,13 @@ def make_textgen_vector(num_envs: int = 1, **kwargs: Any) -> TextGenVectorEnv:
 
 
 def _task_kwargs(task: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    split = kwargs.pop("split", "train")
     defaults = {k: v for k, v in TASKS[task].items() if k != "file"}
+    if "split" in kwargs and "prompts" in kwargs:
+        raise ValueError(
+            f"split={kwargs['split']!r} chooses {task}-v0's shipped prompts, but prompts= was given "
+            "too; pass one of them"
+        )
+    split = kwargs.pop("split", "train")
     if "prompts" not in kwargs:
         defaults["prompts"] = task_prompts(task, split)
     return {**defaults, **kwargs}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,7 +13,7 @@ from gymnasium import spaces
 
 from tokengym.envs.episodes import EpisodeBatch, EpisodeSizes
 from tokengym.envs.prompts import PromptRecord
-from tokengym.models import DEFAULT_MODEL, load_tokenizer
+from tokengym.models import BUILTIN_MODELS, DEFAULT_MODEL, load_tokenizer
 
 
 @functools.lru_cache(maxsize=8)
@@ -23,9 +24,24 @@ def _shared_tokenizer(name: str) -> Any:
 
 
 def resolve_tokenizer(tokenizer: Any) -> Any:
-    """A tokengym model name / hub id / path (loaded once per process), or a tokenizer object."""
-    if isinstance(tokenizer, str):
-        return _shared_tokenizer(tokenizer)
+    """A tokengym model name / hub id / path (loaded once per process), or a tokenizer object.
+
+    Raises:
+        ValueError: a name or path that does not load (unknown, not in the offline cache, a
+            folder without tokenizer files), naming it and what is accepted.
+        TypeError: neither a string, a path nor a tokenizer object.
+    """
+    if isinstance(tokenizer, (str, os.PathLike)):
+        name = os.fspath(tokenizer)
+        try:
+            return _shared_tokenizer(name)
+        except (OSError, ValueError) as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise ValueError(
+                f"tokenizer {name!r} could not be loaded ({reason}); pass a tokengym model name "
+                f"({', '.join(BUILTIN_MODELS)}), a hub id already in the local Hugging Face cache, "
+                "a local path to a saved tokenizer, or a tokenizer object"
+            ) from exc
     if not (callable(tokenizer) and hasattr(tokenizer, "decode") and hasattr(tokenizer, "__len__")):
         raise TypeError(
             "tokenizer must be a model name ('smollm2-135m', 'tiny-llama', a hub id or a local "
@@ -91,10 +107,12 @@ class TextGenEnv(EpisodeSizes, gym.Env):
     - ``reward_model_kwargs``: arguments when ``reward_model`` is a name.
     - ``tokenizer``: a tokengym model name, hub id, local path, or a tokenizer object
       (default ``"smollm2-135m"``).
-    - ``max_prompt_tokens`` (64), ``max_new_tokens`` (32): the token budgets.
+    - ``max_prompt_tokens`` (64), ``max_new_tokens`` (32): the token budgets, each at most
+      2**20, with ``num_envs * (max_prompt_tokens + max_new_tokens)`` at most 2**27.
     - ``stop_tokens``: ids or token strings ending an episode (default: EOS).
     - ``stop_strings``: strings ending an episode.
-    - ``chat_template``: wrap prompts as a user turn with the generation prompt.
+    - ``chat_template``: ``True`` wraps prompts as a user turn with the generation prompt
+      (``True`` or ``False`` only).
     - ``render_mode``: ``"ansi"`` (render returns the text) or ``"human"`` (prints it).
 
     ## Attributes for agents

@@ -130,7 +130,12 @@ class TextGenVectorEnv(EpisodeSizes, VectorEnv):
             return [None] * self.num_envs
         if isinstance(seed, (int, np.integer)):
             return [int(seed) + i for i in range(self.num_envs)]
-        seeds = list(seed)
+        if isinstance(seed, (str, bytes)) or not isinstance(seed, (Sequence, np.ndarray)):
+            raise TypeError(
+                f"seed must be an int, None or a list of {self.num_envs} ints/None, got "
+                f"{type(seed).__name__} {seed!r}"
+            )
+        seeds = [int(s) if isinstance(s, np.integer) else s for s in seed]
         if len(seeds) != self.num_envs:
             raise ValueError(f"seed list has {len(seeds)} entries for num_envs={self.num_envs}")
         return seeds
@@ -143,6 +148,11 @@ class TextGenVectorEnv(EpisodeSizes, VectorEnv):
         options: dict[str, Any] | None = None,
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         seeds = self._seeds(seed)
+        if options is not None and not isinstance(options, Mapping):
+            raise TypeError(
+                "options must be a dict (accepted keys: 'reset_mask', 'prompt') or None, got "
+                f"{type(options).__name__} {options!r}"
+            )
         options = dict(options or {})
         mask = options.pop("reset_mask", None)
         if mask is None:
