@@ -3,9 +3,40 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
+
+from tokengym.checks import boolean
+
+
+def _keywords(words: Any) -> list[str] | None:
+    """``words=`` as a list of keywords: None, a list of strings or one comma/space-separated
+    string; an empty list would score every completion 0/0."""
+    if words is None:
+        return None
+    if isinstance(words, str):
+        words = [w for w in re.split(r"[,\s]+", words) if w]
+    elif isinstance(words, (bytes, bytearray)) or not isinstance(words, Iterable):
+        raise TypeError(
+            "words must be a list of strings (or one comma/space-separated string), got "
+            f"{type(words).__name__} {words!r}"
+        )
+    words = list(words)
+    for i, w in enumerate(words):
+        if not isinstance(w, str):
+            raise TypeError(
+                f"words must be a list of strings, but words[{i}] is {type(w).__name__} {w!r}"
+            )
+        if not w.strip():
+            raise ValueError(f"words[{i}] is {w!r}: keywords must not be empty or blank")
+    if not words:
+        raise ValueError(
+            "words must not be empty: give at least one keyword, or leave words=None to use each "
+            "prompt record's 'keywords' field"
+        )
+    return words
 
 
 class KeywordsReward:
@@ -21,10 +52,8 @@ class KeywordsReward:
     def __init__(
         self, words: Sequence[str] | str | None = None, case_sensitive: bool = False
     ) -> None:
-        if isinstance(words, str):
-            words = [w for w in re.split(r"[,\s]+", words) if w]
-        self.words = list(words) if words is not None else None
-        self.case_sensitive = case_sensitive
+        self.words = _keywords(words)
+        self.case_sensitive = boolean("case_sensitive", case_sensitive)
 
     def _coverage(self, text: str, words: Sequence[str]) -> float:
         if not words:

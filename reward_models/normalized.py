@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from tokengym.checks import finite_number, keyword_arguments
 from tokengym.reward_models.base import RewardFn, reward_model_name, score
 from tokengym.reward_models.registry import make
 
@@ -50,19 +51,18 @@ class NormalizedReward:
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        self.base: RewardFn = make(base, **dict(base_kwargs or {}))
+        self.eps = finite_number("eps", eps, minimum=0, exclusive=True)
+        self.base: RewardFn = make(base, **keyword_arguments("base_kwargs", base_kwargs))
         self.mode = mode
         self.name = f"normalized({reward_model_name(self.base)})"
-        self.eps = float(eps)
         self.frozen = False
         self.count, self.mean, self._m2 = 0, 0.0, 0.0  # Welford running moments
         self.std: float | None = None
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std, or neither")
         if mean is not None:
-            if not (math.isfinite(mean) and math.isfinite(std) and std >= 0):
-                raise ValueError(f"mean must be finite and std finite and >= 0, got {mean}, {std}")
-            self.mean, self.std, self.frozen = float(mean), float(std), True
+            self.mean = finite_number("mean", mean)
+            self.std, self.frozen = finite_number("std", std, minimum=0), True
         if calibration is not None:
             if mode != "fixed":
                 raise ValueError("calibration is for mode='fixed'")

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
-from tokengym.reward_models.base import RewardFn
+from tokengym.reward_models.base import RewardFn, reward_model_name
 from tokengym.reward_models.preference import load_saved
 
 ENTRY_POINT_GROUP = "tokengym.reward_models"
@@ -132,6 +132,52 @@ def _class_problem(cls: type) -> str | None:
     return None if problem is None else f"a class whose __call__ is not a reward model: {problem}"
 
 
+def _check_arguments(name: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """Refuse keyword arguments ``factory`` does not take, and missing required ones, naming
+    what it accepts (rather than Python's bare ``__init__() got an unexpected keyword``)."""
+    try:
+        params = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):  # no signature to inspect: let the call speak
+        return
+    named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    accepted = ", ".join(p.name for p in named) or "none"
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        unknown = sorted(set(kwargs) - {p.name for p in named})
+        if unknown:
+            raise TypeError(
+                f"reward model {name!r} got unknown keyword argument(s) {unknown}; accepted: "
+                f"{accepted}"
+            )
+    missing = [p.name for p in named if p.default is p.empty and p.name not in kwargs]
+    if missing:
+        raise TypeError(
+            f"reward model {name!r} is missing required argument(s) {missing}: pass them as "
+            f"keyword arguments (an env's reward_model_kwargs={{...}}); accepted: {accepted}"
+        )
+
+
+def _check_callable(rm: Any) -> None:
+    """An already-built reward model: callable as ``rm(prompts, completions)``, not a class."""
+    if inspect.isclass(rm):
+        raise TypeError(
+            f"reward_model is the class {rm.__name__}, not a reward model: pass an instance "
+            f"({rm.__name__}(...)), a registered name with reward_model_kwargs, or an import "
+            f"string 'module:{rm.__name__}'"
+        )
+    try:
+        sig = inspect.signature(rm)
+    except (TypeError, ValueError):  # no signature to inspect (some builtins): trust it
+        return
+    try:
+        sig.bind_partial(None, None)
+    except TypeError:
+        raise TypeError(
+            f"reward_model {reward_model_name(rm)!r} has the signature {sig}, which does not take "
+            "(prompts, completions) positionally; a reward model is rm(prompts, completions, "
+            "**fields) -> n floats"
+        ) from None
+
+
 def _from_import_string(spec: str, kwargs: dict[str, Any]) -> RewardFn:
     """Resolve ``"package.module:attribute"`` to a reward model, and nothing else.
 
@@ -175,6 +221,7 @@ def _from_import_string(spec: str, kwargs: dict[str, Any]) -> RewardFn:
                 f"reward model {spec!r} is {problem}; {_ACCEPTED}. It was not instantiated; "
                 f"{_FACTORY_HINT}"
             )
+        _check_arguments(spec, obj, kwargs)
         return obj(**kwargs)
     if not callable(obj):
         raise TypeError(
@@ -224,7 +271,10 @@ def make(spec: str | os.PathLike[str] | RewardFn, **kwargs: Any) -> RewardFn:
         ValueError: unknown name (the message lists the known ones and the closest match), a
             module that cannot be imported, or a directory that is not a saved reward model.
         TypeError: an import string naming something that is not a reward model (see
-            :func:`_from_import_string`), or keyword arguments given with a reward function.
+            :func:`_from_import_string`), keyword arguments given with a reward function,
+            keyword arguments a factory does not take (or missing required ones; the message
+            lists those it accepts), a class instead of an instance, or a callable that cannot
+            be called as ``rm(prompts, completions)``.
     """
     if isinstance(spec, os.PathLike) or (
         isinstance(spec, str) and spec not in _FACTORIES and os.path.isdir(spec)
@@ -237,6 +287,7 @@ def make(spec: str | os.PathLike[str] | RewardFn, **kwargs: Any) -> RewardFn:
                 "reward_model must be a name, an import string 'package.module:attribute', or a "
                 f"callable rm(prompts, completions) -> floats; got {type(spec).__name__}"
             )
+        _check_callable(spec)
         if kwargs:
             raise TypeError(
                 f"keyword arguments {sorted(kwargs)} given with an already-built reward model"
@@ -254,4 +305,5 @@ def make(spec: str | os.PathLike[str] | RewardFn, **kwargs: Any) -> RewardFn:
             f"unknown reward model {spec!r}.{hint} Known: {', '.join(known)}; or pass an import "
             "string 'package.module:attribute', a saved reward model directory, or a callable."
         )
+    _check_arguments(spec, _FACTORIES[spec], kwargs)
     return _FACTORIES[spec](**kwargs)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from tokengym.checks import positive_int
+from tokengym.checks import boolean, finite_number, positive_int
 from tokengym.reward_models.base import RewardModelError
 from tokengym.reward_models.batching import per_sample, sample_error
 
@@ -39,10 +39,8 @@ class LengthReward:
 
     def __init__(self, target: int = 20, tolerance: float | None = None) -> None:
         self.target = positive_int("target", target)
-        if tolerance is not None:
-            tolerance = float(tolerance)
-            if not tolerance > 0 or not math.isfinite(tolerance):
-                raise ValueError(f"tolerance must be a positive number of words, got {tolerance!r}")
+        if tolerance is not None:  # a number of words > 0
+            tolerance = finite_number("tolerance", tolerance, minimum=0, exclusive=True)
         self.tolerance = tolerance
 
     def __call__(
@@ -84,6 +82,7 @@ class RegexReward:
     ) -> None:
         if mode not in self.MODES:
             raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
+        ignore_case = boolean("ignore_case", ignore_case)
         try:
             self.pattern = re.compile(pattern, re.IGNORECASE if ignore_case else 0)
         except (re.error, TypeError) as exc:
@@ -91,7 +90,7 @@ class RegexReward:
                 f"pattern {pattern!r} is not a valid regular expression: {exc}"
             ) from None
         self._test = getattr(self.pattern, mode)
-        self.values = (float(match), float(no_match))
+        self.values = (finite_number("match", match), finite_number("no_match", no_match))
 
     def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
         hit, miss = self.values
@@ -148,9 +147,7 @@ class ArithmeticReward:
     name = "arithmetic"
 
     def __init__(self, tolerance: float = 1e-6, pick: str = "last") -> None:
-        self.tolerance = float(tolerance)
-        if not self.tolerance >= 0:
-            raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
+        self.tolerance = finite_number("tolerance", tolerance, minimum=0)
         if pick not in ANSWER_PICKS:
             raise ValueError(f"pick={pick!r}; accepted: {ANSWER_PICKS}")
         self.pick = pick
