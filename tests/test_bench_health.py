@@ -37,3 +37,26 @@ def test_nan_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "NaN/inf: yes" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no metrics.jsonl"):
         main([str(tmp_path / "nowhere")])
+
+
+def test_heldout_compares_a_finished_run_with_its_untrained_policy(tmp_path: Path, capsys) -> None:
+    from tokengym.benchmarks.heldout import heldout
+    from tokengym.benchmarks.heldout import main as heldout_main
+    from tokengym.cli import main as cli
+
+    out = tmp_path / "run"
+    assert cli(["train", "--agent", "ppo", "--model", "tiny-llama", "--env",
+                "tokengym/Length-v0", "--env-kwarg", "max_new_tokens=4", "--num-envs", "4",
+                "--iterations", "1", "--lr", "1e-3", "--num-samples", "0", "--no-tensorboard",
+                "--out", str(out)]) == 0
+    result = heldout(out, episodes=4, seed=3)
+    before, after = result["untrained"], result["trained"]
+    assert before["kl_mean"] == pytest.approx(0.0, abs=1e-5)  # the untrained policy is the ref
+    assert after["kl_mean"] > 0.0 and before["episodes"] == after["episodes"] == 4
+    assert after["ref_perplexity_ratio"] == pytest.approx(
+        after["ref_perplexity"] / before["ref_perplexity"])
+    assert heldout(out, episodes=4, seed=3) == result  # the same prompts and samples
+    assert heldout_main([str(out), "--episodes", "4", "--seed", "3"]) == 0
+    assert "exact KL" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no config.json"):
+        heldout_main([str(tmp_path)])
