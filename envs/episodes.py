@@ -14,23 +14,46 @@ The prompt is left-padded so that it always ends at column ``max_prompt_tokens -
 t-th generated token (0-based) always sits at column ``max_prompt_tokens + t``. This is the
 layout batched generation uses, so a batch of observations feeds a model directly (position ids
 are ``attention_mask.cumsum(-1) - 1``). Pad columns hold the tokenizer's pad id.
+
+Multi-turn episodes (a ``responder``, see :mod:`tokengym.envs.conversations`) use the same layout
+with ``L = max_prompt_tokens + max_episode_tokens``: after the prompt come the agent's tokens and
+the env's inserted tokens, in the order they happened, then right padding. ``agent_mask`` (in the
+observation of multi-turn envs, and of single-turn ones built with ``agent_mask=True``) is 1
+exactly on the agent's tokens; in a single-turn episode those are columns ``P .. P + t - 1``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from tokengym.checks import boolean, keyword_arguments, positive_int
-from tokengym.envs.prompts import FORCED_PROMPT_ID, PromptRecord, PromptSource, to_record
+from tokengym.envs.actions import (
+    MAX_NEW_TOKENS,
+    STOP_STRING,
+    STOP_TOKEN,
+    check_action,
+    check_actions,
+)
+from tokengym.envs.actions import stop_ids as parse_stop_ids
+from tokengym.envs.actions import stop_strings as parse_stop_strings
+from tokengym.envs.conversations import Conversations
+from tokengym.envs.prompts import (
+    FORCED_PROMPT_ID,
+    PromptRecord,
+    PromptSource,
+    encode_prompt,
+    to_record,
+)
+from tokengym.envs.responder_registry import make_responder
+from tokengym.envs.sizes import EpisodeSizes
+from tokengym.envs.turns import Inserter, turn_limits
 from tokengym.reward_models import RewardModelError, make, reward_model_name, score
 from tokengym.reward_models.base import RewardFn
 
-STOP_TOKEN = "stop_token"
-STOP_STRING = "stop_string"
-MAX_NEW_TOKENS = "max_new_tokens"
+__all__ = ["MAX_NEW_TOKENS", "STOP_STRING", "STOP_TOKEN", "EpisodeBatch", "EpisodeSizes"]
 
 MAX_TOKENS = 2**20
 """Largest ``max_prompt_tokens`` and ``max_new_tokens`` (1,048,576: beyond any model's context)."""
@@ -39,25 +62,28 @@ MAX_CELLS = 2**27
 buffers then take 2 GiB."""
 
 
-def _buffer_cells(num_slots: int, seq_len: int) -> None:
+def _buffer_cells(num_slots: int, seq_len: int, multi_turn: bool) -> None:
     cells = num_slots * seq_len
     if cells > MAX_CELLS:
+        width = "max_episode_tokens" if multi_turn else "max_new_tokens"
         raise ValueError(
-            f"num_envs * (max_prompt_tokens + max_new_tokens) = {num_slots} * {seq_len} = {cells} "
+            f"num_envs * (max_prompt_tokens + {width}) = {num_slots} * {seq_len} = {cells} "
             f"token cells is more than {MAX_CELLS} (the observation buffers would take "
-            f"{cells * 16 / 2**30:.1f} GiB); lower num_envs, max_prompt_tokens or max_new_tokens"
+            f"{cells * 16 / 2**30:.1f} GiB); lower num_envs, max_prompt_tokens or {width}"
         )
 
 
-def _stop_strings(stop_strings: Any) -> list[str]:
-    if stop_strings is None:
-        return []
-    if isinstance(stop_strings, (str, bytes, Mapping)) or not isinstance(stop_strings, Iterable):
-        raise TypeError(f"stop_strings must be a list of non-empty strings, got {stop_strings!r}")
-    strings = list(stop_strings)
-    if not all(isinstance(s, str) and s for s in strings):
-        raise TypeError(f"stop_strings must be a list of non-empty strings, got {stop_strings!r}")
-    return strings
+def _reward_model(reward_model: Any, kwargs: Mapping[str, Any] | None, multi_turn: bool) -> RewardFn | None:
+    rm_kwargs = keyword_arguments("reward_model_kwargs", kwargs)
+    if reward_model is None and multi_turn and not rm_kwargs:
+        return None  # the responder's per-turn rewards are the whole reward
+    if reward_model is None:
+        raise TypeError(
+            "reward_model must be a name, an import string 'package.module:attribute', or a callable "
+            "rm(prompts, completions) -> floats; got NoneType (None is accepted only with a "
+            "responder=, whose per-turn rewards are then the whole reward)"
+        )
+    return make(reward_model, **rm_kwargs)
 
 
 class EpisodeBatch:
@@ -75,6 +101,13 @@ class EpisodeBatch:
             completion text is cut before it.
         chat_template: wrap each prompt as a user turn with the tokenizer's chat template.
         reward_model_kwargs: arguments for building ``reward_model`` from a name.
+        responder: makes episodes multi-turn (see :mod:`tokengym.envs.conversations`): a name,
+            import string, object or function (see :mod:`tokengym.envs.responder_registry`).
+        responder_kwargs: arguments for building ``responder`` from a name.
+        max_turns, max_turn_tokens, max_insert_tokens, max_episode_tokens: the multi-turn limits
+            (see :mod:`tokengym.envs.turns`); only with a responder.
+        agent_mask: put ``agent_mask`` in the observation (None: only in multi-turn envs, which
+            always have it).
     """
 
     def __init__(
@@ -90,34 +123,62 @@ class EpisodeBatch:
         stop_strings: Sequence[str] | None = None,
         chat_template: bool = False,
         reward_model_kwargs: Mapping[str, Any] | None = None,
+        responder: Any = None,
+        responder_kwargs: Mapping[str, Any] | None = None,
+        max_turns: int | None = None,
+        max_turn_tokens: int | None = None,
+        max_insert_tokens: int | None = None,
+        max_episode_tokens: int | None = None,
+        agent_mask: bool | None = None,
     ) -> None:
         self.num_slots = positive_int("num_envs", num_slots)
         self.prompt_len = positive_int("max_prompt_tokens", max_prompt_tokens, MAX_TOKENS)
         self.max_new_tokens = positive_int("max_new_tokens", max_new_tokens, MAX_TOKENS)
-        self.seq_len = self.prompt_len + self.max_new_tokens
-        _buffer_cells(self.num_slots, self.seq_len)
+        multi_turn = responder is not None
+        limits = turn_limits(multi_turn, self.max_new_tokens, {
+            "max_turns": max_turns, "max_turn_tokens": max_turn_tokens,
+            "max_insert_tokens": max_insert_tokens, "max_episode_tokens": max_episode_tokens})
+        if responder is None and responder_kwargs is not None:
+            raise ValueError("responder_kwargs given without a responder; pass responder=NAME too")
+        self.max_episode_tokens = limits.max_episode_tokens if limits else self.max_new_tokens
+        self.seq_len = self.prompt_len + self.max_episode_tokens
+        _buffer_cells(self.num_slots, self.seq_len, multi_turn)
         self.chat_template = boolean("chat_template", chat_template)
+        if agent_mask is not None:
+            boolean("agent_mask", agent_mask)
+            if multi_turn and not agent_mask:
+                raise ValueError("agent_mask=False with a responder: a multi-turn observation always "
+                                 "carries agent_mask (inserted tokens are not the agent's)")
+        self.observe_agent_mask = multi_turn or bool(agent_mask)
         self.source = PromptSource(prompts)
-        rm_kwargs = keyword_arguments("reward_model_kwargs", reward_model_kwargs)
-        self.reward_model: RewardFn = make(reward_model, **rm_kwargs)
-        self.reward_name = reward_model_name(self.reward_model)
+        self.reward_model: RewardFn | None = _reward_model(reward_model, reward_model_kwargs, multi_turn)
+        self.reward_name = reward_model_name(self.reward_model) if self.reward_model else None
         self.tokenizer = tokenizer
         self.vocab_size = len(tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if self.pad_id is None:
             raise ValueError("the tokenizer has neither a pad nor an EOS token to pad with")
-        self.stop_ids = self._stop_ids(stop_tokens)
-        self.stop_strings = _stop_strings(stop_strings)
+        self.stop_ids = parse_stop_ids(tokenizer, self.vocab_size, stop_tokens)
+        self.stop_strings = parse_stop_strings(stop_strings)
         # Enough trailing tokens to contain the longest stop string (each token decodes to >= 1
         # character except rare empty ones, hence the margin).
         self._stop_tail = max((len(s) for s in self.stop_strings), default=0) + 2
         if self.chat_template and not getattr(tokenizer, "chat_template", None):
             raise ValueError("chat_template=True but the tokenizer has no chat template")
+        self.turns: Conversations | None = None
+        if limits is not None:
+            built = make_responder(responder, **keyword_arguments("responder_kwargs", responder_kwargs))
+            self.turns = Conversations(self.num_slots, built, limits,
+                                       Inserter(tokenizer, self.chat_template, self.stop_ids))
+        self.responder = self.turns.responder if self.turns else None
 
         n, length = self.num_slots, self.seq_len
         self.input_ids = np.full((n, length), self.pad_id, dtype=np.int64)
         self.attention_mask = np.zeros((n, length), dtype=np.int64)
-        self.num_generated = np.zeros(n, dtype=np.int64)
+        self.agent_mask = np.zeros((n, length), dtype=np.int64)
+        self.num_generated = np.zeros(n, dtype=np.int64)  # agent tokens (= steps) this episode
+        self.num_tokens = np.zeros(n, dtype=np.int64)  # columns used after the prompt
+        self.turn_start = np.full(n, self.prompt_len, dtype=np.int64)  # column of the turn's start
         self.started = np.zeros(n, dtype=bool)  # reset at least once
         self.ended = np.zeros(n, dtype=bool)  # episode over: only reset is allowed
         self.records: list[PromptRecord | None] = [None] * n
@@ -126,52 +187,10 @@ class EpisodeBatch:
         self._token_cache: dict[int, tuple[np.ndarray, bool]] = {}
 
     # -- set-up helpers -------------------------------------------------------------------------
-    def _stop_ids(self, stop_tokens: Sequence[int | str] | None) -> np.ndarray:
-        if stop_tokens is None:
-            if self.tokenizer.eos_token_id is None:
-                return np.zeros(0, dtype=np.int64)
-            return np.array([self.tokenizer.eos_token_id], dtype=np.int64)
-        if isinstance(stop_tokens, (str, int, np.integer)):
-            stop_tokens = [stop_tokens]
-        elif isinstance(stop_tokens, (bytes, bytearray, Mapping)) or not isinstance(
-            stop_tokens, Iterable
-        ):
-            raise TypeError(
-                "stop_tokens must be a token id, a token string or a list of them, got "
-                f"{type(stop_tokens).__name__} {stop_tokens!r}"
-            )
-        ids = []
-        for tok in stop_tokens:
-            if isinstance(tok, str):
-                tid = self.tokenizer.convert_tokens_to_ids(tok)
-                if tid is None or tid == self.tokenizer.unk_token_id:
-                    raise ValueError(f"stop token {tok!r} is not a single token of this tokenizer")
-                ids.append(tid)
-            elif (isinstance(tok, (int, np.integer)) and not isinstance(tok, bool)
-                  and 0 <= tok < self.vocab_size):
-                ids.append(int(tok))
-            else:
-                raise ValueError(
-                    f"stop token {tok!r} must be a token string or an id in [0, {self.vocab_size})"
-                )
-        return np.array(sorted(set(ids)), dtype=np.int64)
-
     def _encode(self, record: PromptRecord) -> tuple[np.ndarray, bool]:
         if record.id != FORCED_PROMPT_ID and record.id in self._token_cache:
             return self._token_cache[record.id]
-        if self.chat_template:
-            text = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": record.text}], add_generation_prompt=True, tokenize=False
-            )
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        else:
-            ids = self.tokenizer(record.text)["input_ids"]
-        ids = np.asarray(ids, dtype=np.int64)
-        truncated = ids.size > self.prompt_len
-        if truncated:
-            ids = ids[-self.prompt_len:]  # keep the end: it is what the completion continues
-        if ids.size == 0:
-            raise ValueError(f"prompt {record.text!r} tokenizes to nothing")
+        ids, truncated = encode_prompt(self.tokenizer, record.text, self.chat_template, self.prompt_len)
         if record.id != FORCED_PROMPT_ID:
             self._token_cache[record.id] = (ids, truncated)
         return ids, truncated
@@ -199,11 +218,16 @@ class EpisodeBatch:
         else:
             record = self.source.draw(rng, self.orders[i])
         ids, truncated = self._encode(record)
+        if self.turns is not None:
+            self.turns.reset_slot(i, record, ids)
         self.input_ids[i] = self.pad_id
         self.attention_mask[i] = 0
+        self.agent_mask[i] = 0
         self.input_ids[i, self.prompt_len - ids.size: self.prompt_len] = ids
         self.attention_mask[i, self.prompt_len - ids.size: self.prompt_len] = 1
         self.num_generated[i] = 0
+        self.num_tokens[i] = 0
+        self.turn_start[i] = self.prompt_len
         self.records[i] = record
         self.prompt_truncated[i] = truncated
         self.started[i] = True
@@ -221,37 +245,11 @@ class EpisodeBatch:
 
     def check_action(self, action: Any) -> int:
         """Validate one action (a token id) and return it as an int."""
-        if isinstance(action, np.ndarray) and action.shape == ():
-            action = action[()]
-        if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)):
-            raise TypeError(
-                f"action must be an integer token id in [0, {self.vocab_size}), got "
-                f"{type(action).__name__} {action!r}"
-            )
-        if not 0 <= action < self.vocab_size:
-            raise ValueError(f"action {int(action)} is out of range: token ids are in [0, {self.vocab_size})")
-        return int(action)
+        return check_action(action, self.vocab_size)
 
     def check_actions(self, actions: Any) -> np.ndarray:
         """Validate a batch of actions, shape ``(N,)`` integer token ids."""
-        try:
-            arr = np.asarray(actions)
-        except (TypeError, ValueError) as exc:  # ragged nesting: numpy cannot make an array
-            raise ValueError(
-                f"actions must be a sequence of {self.num_slots} integer token ids (shape "
-                f"({self.num_slots},)), got {type(actions).__name__} {actions!r:.80} ({exc})"
-            ) from None
-        if arr.shape != (self.num_slots,):
-            raise ValueError(f"actions must have shape ({self.num_slots},), got {arr.shape}")
-        if arr.dtype.kind not in "iu":
-            raise TypeError(f"actions must be integer token ids, got dtype {arr.dtype}")
-        bad = np.flatnonzero((arr < 0) | (arr >= self.vocab_size))
-        if bad.size:
-            i = int(bad[0])
-            raise ValueError(
-                f"actions[{i}] = {int(arr[i])} is out of range: token ids are in [0, {self.vocab_size})"
-            )
-        return arr.astype(np.int64, copy=False)
+        return check_actions(actions, self.num_slots, self.vocab_size)
 
     def step_slots(
         self, slots: np.ndarray, tokens: np.ndarray
@@ -270,11 +268,15 @@ class EpisodeBatch:
         Raises:
             RewardModelError: the reward model failed; the finished slots are marked ended (they
                 can be reset) and the others keep their state.
+            ResponderError: the responder failed (multi-turn); the slots whose turn ended in this
+                step are marked ended.
         """
-        pos = self.prompt_len + self.num_generated[slots]
+        pos = self.prompt_len + self.num_tokens[slots]
         self.input_ids[slots, pos] = tokens
         self.attention_mask[slots, pos] = 1
+        self.agent_mask[slots, pos] = 1
         self.num_generated[slots] += 1
+        self.num_tokens[slots] += 1
         terminated = np.isin(tokens, self.stop_ids)
         stop_reason: dict[int, str] = {int(k): STOP_TOKEN for k in np.flatnonzero(terminated)}
         if self.stop_strings:
@@ -282,6 +284,8 @@ class EpisodeBatch:
                 if self._hits_stop_string(int(slots[k])):
                     terminated[k] = True
                     stop_reason[int(k)] = STOP_STRING
+        if self.turns is not None:  # the token ended a turn, not the episode: ask the responder
+            return self.turns.step(self, slots, terminated, stop_reason)
         truncated = (self.num_generated[slots] >= self.max_new_tokens) & ~terminated
         for k in np.flatnonzero(truncated):
             stop_reason[int(k)] = MAX_NEW_TOKENS
@@ -290,17 +294,20 @@ class EpisodeBatch:
         finished = np.flatnonzero(terminated | truncated)
         if finished.size:
             self.ended[slots[finished]] = True
-            self._score(slots, finished, stop_reason, rewards, infos)
+            self.score_finished(slots, finished, stop_reason, rewards, infos)
         return rewards, terminated, truncated, infos
 
     def _hits_stop_string(self, i: int) -> bool:
-        start = self.prompt_len + max(0, int(self.num_generated[i]) - self._stop_tail)
-        tail = self.tokenizer.decode(self.input_ids[i, start: self.prompt_len + self.num_generated[i]])
+        # Only the current agent turn's tokens: a stop string in inserted text ends nothing.
+        end = self.prompt_len + int(self.num_tokens[i])
+        start = max(int(self.turn_start[i]), end - self._stop_tail)
+        tail = self.tokenizer.decode(self.input_ids[i, start: end])
         return any(s in tail for s in self.stop_strings)
 
     def completion_tokens(self, i: int, stop_reason: str | None = None) -> np.ndarray:
-        """Generated token ids of slot ``i`` (the final stop token excluded when it ended on one)."""
-        n = int(self.num_generated[i])
+        """Token ids after slot ``i``'s prompt (the final stop token excluded when it ended on one);
+        in a multi-turn episode, inserted tokens included."""
+        n = int(self.num_tokens[i])
         if stop_reason == STOP_TOKEN:
             n -= 1
         return self.input_ids[i, self.prompt_len: self.prompt_len + n]
@@ -312,31 +319,39 @@ class EpisodeBatch:
             text = text[:cut]
         return text
 
-    def _score(
+    def score_finished(
         self,
         slots: np.ndarray,
         finished: np.ndarray,
         stop_reason: dict[int, str],
         rewards: np.ndarray,
         infos: list[dict[str, Any]],
+        texts: list[str] | None = None,
+        extra_fields: dict[str, list[Any]] | None = None,
     ) -> None:
+        """Score the episodes of ``slots[finished]`` in one reward-model call; add each score to
+        ``rewards[k]`` and the end-of-episode keys to ``infos[k]``.
+
+        ``texts`` (multi-turn: the transcripts' texts) replaces the completions, and
+        ``extra_fields`` joins the record fields (e.g. ``transcript``); without a reward model
+        (multi-turn only) every score is 0.0.
+        """
         idx = [int(slots[k]) for k in finished]
         records = [self.records[i] for i in idx]
-        completions = [self.completion_text(i, stop_reason[int(k)]) for i, k in zip(idx, finished)]
+        completions = texts if texts is not None else [
+            self.completion_text(i, stop_reason[int(k)]) for i, k in zip(idx, finished)]
         prompts = [r.text for r in records]
         field_names = sorted({name for r in records for name in r.fields})
         fields = {name: [r.fields.get(name) for r in records] for name in field_names}
-        try:
-            values, components = score(self.reward_model, prompts, completions, fields)
-        except RewardModelError as exc:
-            slot_note = f" (env slot {idx[exc.index]})" if exc.index is not None else ""
-            raise RewardModelError(
-                f"{exc}{slot_note}; the episode(s) ended, call reset() to continue",
-                model_name=exc.model_name, index=exc.index, excerpt=exc.excerpt,
-            ) from exc
+        fields.update(extra_fields or {})
+        if self.reward_model is None:
+            values, components = np.zeros(len(idx), dtype=np.float32), {}
+        else:
+            values, components = self._call_reward_model(idx, prompts, completions, fields)
         for j, (k, i) in enumerate(zip(finished, idx)):
-            rewards[k] = float(values[j])
+            rewards[k] += float(values[j])
             infos[k] = {
+                **infos[k],
                 "prompt": prompts[j],
                 "prompt_id": records[j].id,
                 "completion": completions[j],
@@ -344,34 +359,37 @@ class EpisodeBatch:
                 "stop_reason": stop_reason[int(k)],
                 "reward_components": {name: float(v[j]) for name, v in components.items()},
             }
+            if texts is not None:
+                infos[k]["score"] = float(values[j])
+
+    def _call_reward_model(self, idx: list[int], prompts: list[str], completions: list[str],
+                           fields: dict[str, list[Any]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        try:
+            return score(self.reward_model, prompts, completions, fields)
+        except RewardModelError as exc:
+            slot_note = f" (env slot {idx[exc.index]})" if exc.index is not None else ""
+            raise RewardModelError(
+                f"{exc}{slot_note}; the episode(s) ended, call reset() to continue",
+                model_name=exc.model_name, index=exc.index, excerpt=exc.excerpt,
+            ) from exc
 
     def observation(self, i: int) -> dict[str, np.ndarray]:
-        return {"input_ids": self.input_ids[i].copy(), "attention_mask": self.attention_mask[i].copy()}
+        """Slot ``i``'s observation: ``input_ids``, ``attention_mask`` (and ``agent_mask``), each
+        ``(L,)`` int64, copies."""
+        obs = {"input_ids": self.input_ids[i].copy(), "attention_mask": self.attention_mask[i].copy()}
+        if self.observe_agent_mask:
+            obs["agent_mask"] = self.agent_mask[i].copy()
+        return obs
+
+    def observations(self) -> dict[str, np.ndarray]:
+        """Every slot's observation, each array ``(N, L)`` int64, copies."""
+        obs = {"input_ids": self.input_ids.copy(), "attention_mask": self.attention_mask.copy()}
+        if self.observe_agent_mask:
+            obs["agent_mask"] = self.agent_mask.copy()
+        return obs
 
     def render_text(self, i: int) -> str:
         record = self.records[i]
         if record is None:
             return ""
         return record.text + self.tokenizer.decode(self.completion_tokens(i), skip_special_tokens=False)
-
-
-class EpisodeSizes:
-    """The sizes every tokengym env reports to agents (:mod:`tokengym.envs.protocol`), read from
-    its :class:`EpisodeBatch` ``episodes``; shared by ``TextGenEnv`` and ``TextGenVectorEnv``."""
-
-    episodes: EpisodeBatch
-
-    @property
-    def max_prompt_tokens(self) -> int:
-        """``P``, the prompt columns ``[0, P)`` of every observation (row), in tokens."""
-        return self.episodes.prompt_len
-
-    @property
-    def max_new_tokens(self) -> int:
-        """``G``, the generation budget in tokens (steps) per episode; columns ``[P, P + G)``."""
-        return self.episodes.max_new_tokens
-
-    @property
-    def num_actions(self) -> int:
-        """``V``, the number of actions (token ids ``0 .. V-1``): the action space's ``n``."""
-        return self.episodes.vocab_size

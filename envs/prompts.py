@@ -225,3 +225,29 @@ class PromptSource:
         record = records[int(order["perm"][order["pos"]])]
         order["pos"] += 1
         return record
+
+
+def encode_prompt(tokenizer: Any, text: str, chat_template: bool, max_tokens: int
+                  ) -> tuple[np.ndarray, bool]:
+    """A prompt's token ids ``(k,)`` int64, ``k <= max_tokens``, and whether its beginning was cut.
+
+    With ``chat_template`` the prompt is a user turn followed by the generation prompt. Longer
+    prompts keep their end (what the completion continues).
+
+    Raises:
+        ValueError: the prompt tokenizes to nothing.
+    """
+    if chat_template:
+        wrapped = tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
+        )
+        ids = tokenizer(wrapped, add_special_tokens=False)["input_ids"]
+    else:
+        ids = tokenizer(text)["input_ids"]
+    ids = np.asarray(ids, dtype=np.int64)
+    truncated = ids.size > max_tokens
+    if truncated:
+        ids = ids[-max_tokens:]
+    if ids.size == 0:
+        raise ValueError(f"prompt {text!r} tokenizes to nothing")
+    return ids, truncated

@@ -50,16 +50,18 @@ def resolve_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
-def make_spaces(vocab_size: int, seq_len: int) -> tuple[spaces.Discrete, spaces.Dict]:
-    """The action space and the observation space of one text-generation episode."""
+def make_spaces(vocab_size: int, seq_len: int, agent_mask: bool = False
+                ) -> tuple[spaces.Discrete, spaces.Dict]:
+    """The action space and the observation space of one text-generation episode (with an
+    ``agent_mask`` Box when ``agent_mask``)."""
     action_space = spaces.Discrete(vocab_size)
-    observation_space = spaces.Dict(
-        {
-            "input_ids": spaces.Box(0, vocab_size - 1, shape=(seq_len,), dtype=np.int64),
-            "attention_mask": spaces.Box(0, 1, shape=(seq_len,), dtype=np.int64),
-        }
-    )
-    return action_space, observation_space
+    boxes = {
+        "input_ids": spaces.Box(0, vocab_size - 1, shape=(seq_len,), dtype=np.int64),
+        "attention_mask": spaces.Box(0, 1, shape=(seq_len,), dtype=np.int64),
+    }
+    if agent_mask:
+        boxes["agent_mask"] = spaces.Box(0, 1, shape=(seq_len,), dtype=np.int64)
+    return action_space, spaces.Dict(boxes)
 
 
 class TextGenEnv(EpisodeSizes, gym.Env):
@@ -69,6 +71,11 @@ class TextGenEnv(EpisodeSizes, gym.Env):
     Each episode is one prompt. The agent (normally a language-model policy) chooses the next token
     at every step; the episode ends when it emits a stop token or reaches ``max_new_tokens``, and
     the reward model scores (prompt text, completion text).
+
+    With a ``responder`` the episode is multi-turn: a stop token/string (or ``max_turn_tokens``)
+    ends the agent's *turn*; the responder returns the env's next message (tokenized once and
+    appended in the same step, after the agent's token), an optional per-turn reward and whether
+    the episode is over. See :mod:`tokengym.envs.conversations` and :mod:`tokengym.envs.turns`.
 
     ## Action Space
     ``Discrete(len(tokenizer))``: the id of the next token.
@@ -80,9 +87,18 @@ class TextGenEnv(EpisodeSizes, gym.Env):
     is right padding. ``attention_mask`` is 1 on real tokens and 0 on padding, whose ids are the
     tokenizer's pad id.
 
+    Multi-turn: ``L = max_prompt_tokens + max_episode_tokens``; after the prompt come the agent's
+    tokens and the inserted tokens in the order they happened, and a third key ``agent_mask``
+    (``Box(0, 1, (L,), int64)``) is 1 exactly on the agent's tokens (0 on prompt, inserted and
+    padding tokens). Single-turn envs add it only with ``agent_mask=True`` (it then marks the
+    completion columns); their observation is otherwise unchanged.
+
     ## Rewards
     0.0 on every step but the last; on the last step, the reward model's score of the prompt and
     the completion (the stop token excluded, special tokens skipped, cut before a stop string).
+    Multi-turn: the responder's per-turn reward at the step that ends each turn, plus at the last
+    step the reward model's score of the whole transcript (``reward_model=None``: 0); the return
+    is ``sum(per-turn rewards) + score``.
 
     ## Starting State
     A prompt drawn from ``prompts`` in a shuffled order seeded by ``reset(seed=...)`` (the same
@@ -92,12 +108,18 @@ class TextGenEnv(EpisodeSizes, gym.Env):
     ## Episode End
     ``terminated``: the last token is a stop token (EOS by default) or the completion contains a
     stop string. ``truncated``: ``max_new_tokens`` tokens were generated without stopping.
+    Multi-turn: ``terminated`` when the responder says done (``stop_reason="responder_done"``);
+    ``truncated`` at ``max_turns`` turns, ``max_new_tokens`` agent tokens or
+    ``max_episode_tokens`` columns (``stop_reason`` names which).
 
     ## Info
     At reset: ``prompt``, ``prompt_id`` (index in the prompt source, -1 if forced or generated),
     ``prompt_tokens``, ``prompt_truncated``. At the last step: ``prompt``, ``prompt_id``,
     ``completion``, ``completion_tokens``, ``stop_reason`` (``"stop_token"``, ``"stop_string"``
-    or ``"max_new_tokens"``) and ``reward_components`` (name -> score).
+    or ``"max_new_tokens"``) and ``reward_components`` (name -> score). Multi-turn, at each step
+    that ends a turn: ``turn``, ``turn_end``, ``turn_reward``, ``inserted_text``,
+    ``inserted_ids`` (``(k,)`` int64: the tokens appended after the agent's in this step); at the
+    last step also ``turns``, ``turn_rewards`` and ``score``.
 
     ## Arguments
     - ``prompts``: list of strings or ``{"prompt": str, **fields}`` records, a ``.txt``/``.jsonl``
@@ -114,10 +136,19 @@ class TextGenEnv(EpisodeSizes, gym.Env):
     - ``chat_template``: ``True`` wraps prompts as a user turn with the generation prompt
       (``True`` or ``False`` only).
     - ``render_mode``: ``"ansi"`` (render returns the text) or ``"human"`` (prints it).
+    - ``responder``: makes episodes multi-turn: a registered name (``"calculator"``,
+      ``"guess-number"``, ``"lm-user"``, ``"textarena"``, ``"echo"``), an import string, an object
+      or a function ``f(transcript) -> Reply | str | None``; ``responder_kwargs`` for a name.
+    - ``max_turns`` (4), ``max_turn_tokens`` (``max_new_tokens``), ``max_insert_tokens`` (64),
+      ``max_episode_tokens`` (``max_new_tokens + max_turns * max_insert_tokens``): multi-turn
+      limits, only with a responder.
+    - ``agent_mask``: ``True`` adds ``agent_mask`` to a single-turn observation (multi-turn
+      observations always have it).
 
     ## Attributes for agents
-    ``max_prompt_tokens``, ``max_new_tokens``, ``num_actions`` and ``prompt_record`` (the
-    :class:`~tokengym.envs.protocol.TextEnvLike` protocol); ``episodes`` is internal state.
+    ``max_prompt_tokens``, ``max_new_tokens``, ``max_episode_tokens``, ``num_actions`` and
+    ``prompt_record`` (the :class:`~tokengym.envs.protocol.TextEnvLike` protocol); ``episodes`` is
+    internal state.
 
     ## Version History
     - v0: initial version.
@@ -129,7 +160,7 @@ class TextGenEnv(EpisodeSizes, gym.Env):
         self,
         *,
         prompts: Any,
-        reward_model: Any,
+        reward_model: Any = None,
         tokenizer: Any = DEFAULT_MODEL,
         max_prompt_tokens: int = 64,
         max_new_tokens: int = 32,
@@ -138,6 +169,13 @@ class TextGenEnv(EpisodeSizes, gym.Env):
         chat_template: bool = False,
         reward_model_kwargs: Mapping[str, Any] | None = None,
         render_mode: str | None = None,
+        responder: Any = None,
+        responder_kwargs: Mapping[str, Any] | None = None,
+        max_turns: int | None = None,
+        max_turn_tokens: int | None = None,
+        max_insert_tokens: int | None = None,
+        max_episode_tokens: int | None = None,
+        agent_mask: bool | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             # TypeError, not ValueError: wrappers such as SB3's make_vec_env try render_mode=
@@ -156,10 +194,18 @@ class TextGenEnv(EpisodeSizes, gym.Env):
             stop_strings=stop_strings,
             chat_template=chat_template,
             reward_model_kwargs=reward_model_kwargs,
+            responder=responder,
+            responder_kwargs=responder_kwargs,
+            max_turns=max_turns,
+            max_turn_tokens=max_turn_tokens,
+            max_insert_tokens=max_insert_tokens,
+            max_episode_tokens=max_episode_tokens,
+            agent_mask=agent_mask,
         )
         self.reward_model = self.episodes.reward_model
+        self.responder = self.episodes.responder
         self.action_space, self.observation_space = make_spaces(
-            self.episodes.vocab_size, self.episodes.seq_len
+            self.episodes.vocab_size, self.episodes.seq_len, self.episodes.observe_agent_mask
         )
 
     # -- what agents may rely on (tokengym.envs.protocol.TextEnvLike; sizes: EpisodeSizes) --------

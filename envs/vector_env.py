@@ -29,9 +29,11 @@ def _autoreset_mode(mode: Any) -> AutoresetMode:
 class TextGenVectorEnv(EpisodeSizes, VectorEnv):
     """``num_envs`` independent :class:`TextGenEnv` episodes, stepped as one batch.
 
-    Same arguments, spaces, rewards and infos as :class:`TextGenEnv`, plus ``num_envs`` and
-    ``autoreset_mode``. Bookkeeping is vectorised numpy, and finished episodes of one step are
-    scored in a single reward-model call. With the same seeds and actions, it returns exactly what
+    Same arguments, spaces, rewards and infos as :class:`TextGenEnv` (multi-turn ones too: rows
+    insert different numbers of tokens at different steps; each row's ``info["inserted_ids"]``
+    says what it inserted), plus ``num_envs`` and ``autoreset_mode``. Bookkeeping is vectorised
+    numpy, and finished episodes of one step are scored in a single reward-model call. With the
+    same seeds and actions, it returns exactly what
     ``gymnasium.vector.SyncVectorEnv([TextGenEnv(...)] * num_envs)`` returns, in every autoreset
     mode:
 
@@ -45,9 +47,10 @@ class TextGenVectorEnv(EpisodeSizes, VectorEnv):
     ``reset(seed=s)`` seeds sub-env i with ``s + i``; ``options={"prompt": ...}`` forces the same
     prompt in every sub-env being reset (the way to get k samples of one prompt).
 
-    Agents read the env through ``max_prompt_tokens``, ``max_new_tokens``, ``num_actions`` and
-    ``prompt_records()`` (the :class:`~tokengym.envs.protocol.TextVectorEnvLike` protocol), never
-    through ``episodes``, which is the env's internal state.
+    Agents read the env through ``max_prompt_tokens``, ``max_new_tokens``, ``max_episode_tokens``,
+    ``num_actions`` and ``prompt_records()`` (the
+    :class:`~tokengym.envs.protocol.TextVectorEnvLike` protocol), never through ``episodes``,
+    which is the env's internal state.
     """
 
     metadata = {"render_modes": ["ansi", "human"], "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -57,7 +60,7 @@ class TextGenVectorEnv(EpisodeSizes, VectorEnv):
         num_envs: int = 1,
         *,
         prompts: Any,
-        reward_model: Any,
+        reward_model: Any = None,
         tokenizer: Any = DEFAULT_MODEL,
         max_prompt_tokens: int = 64,
         max_new_tokens: int = 32,
@@ -67,6 +70,13 @@ class TextGenVectorEnv(EpisodeSizes, VectorEnv):
         reward_model_kwargs: Mapping[str, Any] | None = None,
         render_mode: str | None = None,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        responder: Any = None,
+        responder_kwargs: Mapping[str, Any] | None = None,
+        max_turns: int | None = None,
+        max_turn_tokens: int | None = None,
+        max_insert_tokens: int | None = None,
+        max_episode_tokens: int | None = None,
+        agent_mask: bool | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             # TypeError, not ValueError: wrappers such as SB3's make_vec_env try render_mode=
@@ -87,11 +97,19 @@ class TextGenVectorEnv(EpisodeSizes, VectorEnv):
             stop_strings=stop_strings,
             chat_template=chat_template,
             reward_model_kwargs=reward_model_kwargs,
+            responder=responder,
+            responder_kwargs=responder_kwargs,
+            max_turns=max_turns,
+            max_turn_tokens=max_turn_tokens,
+            max_insert_tokens=max_insert_tokens,
+            max_episode_tokens=max_episode_tokens,
+            agent_mask=agent_mask,
         )
         self.num_envs = self.episodes.num_slots
         self.reward_model = self.episodes.reward_model
+        self.responder = self.episodes.responder
         self.single_action_space, self.single_observation_space = make_spaces(
-            self.episodes.vocab_size, self.episodes.seq_len
+            self.episodes.vocab_size, self.episodes.seq_len, self.episodes.observe_agent_mask
         )
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
@@ -113,10 +131,7 @@ class TextGenVectorEnv(EpisodeSizes, VectorEnv):
 
     # -- helpers --------------------------------------------------------------------------------
     def _observations(self) -> dict[str, np.ndarray]:
-        return {
-            "input_ids": self.episodes.input_ids.copy(),
-            "attention_mask": self.episodes.attention_mask.copy(),
-        }
+        return self.episodes.observations()
 
     def _reset_one(self, i: int, seed: int | None, options: Mapping[str, Any] | None) -> dict[str, Any]:
         # Mirrors gymnasium.Env.reset's seeding so sub-env i matches a TextGenEnv seeded alike.
