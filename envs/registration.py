@@ -13,6 +13,20 @@
   trained on policy samples ranked by a gold model (VADER); ``info["reward_components"]`` carries
   ``proxy`` and ``gold`` (Gao et al. 2022; see :mod:`tokengym.benchmarks.overoptimization`).
 
+Multi-turn tasks (a responder answers each agent turn; see :mod:`tokengym.envs.tasks`):
+
+- ``tokengym/Calculator-v0``: 3-5 term arithmetic (500 / 100) with a ``<calc>...</calc>`` tool
+  (responder ``calculator``), reward 1.0 when the final turn's last number is the answer.
+- ``tokengym/GuessNumber-v0``: guess a secret number with higher/lower feedback (400 / 100
+  ranges), per-turn reward 1.0 for solving within ``k`` turns (responder ``guess-number``).
+- ``tokengym/Support-v0``: calm an upset customer played by SmolLM2-135M-Instruct (responder
+  ``lm-user``; 104 / 24 complaints, held-out products), reward VADER of its last reply.
+
+Optional ecosystem adapters (``pip install 'tokengym[reasoning-gym]'`` / ``'tokengym[textarena]'``):
+``tokengym/ReasoningGym-v0`` (``task=`` any reasoning-gym dataset name) and
+``tokengym/TextArena-v0`` (``game=`` a single-player textarena game id); see
+:mod:`tokengym.envs.adapters`.
+
 Task envs take ``split="train"`` (default) or ``"eval"`` for the held-out prompts, and every
 ``TextGenEnv`` keyword, which overrides the task's defaults (:data:`TASKS`); ``split`` and
 ``prompts`` together are an error (the split names shipped prompts that ``prompts`` replaces).
@@ -31,6 +45,8 @@ from typing import Any
 
 import gymnasium as gym
 
+from tokengym.envs.tasks.calculator import final_answer_reward
+from tokengym.envs.tasks.support import customer_mood
 from tokengym.envs.text_gen_env import TextGenEnv
 from tokengym.envs.vector_env import TextGenVectorEnv
 
@@ -66,7 +82,49 @@ TASKS: dict[str, dict[str, Any]] = {
         "max_prompt_tokens": 64,
         "max_new_tokens": 8,
     },
+    "Calculator": {
+        "file": "calculator_{split}.jsonl",
+        "reward_model": final_answer_reward,
+        "responder": "calculator",
+        "stop_strings": ["</calc>"],
+        "chat_template": True,
+        "max_prompt_tokens": 128,
+        "max_new_tokens": 96,
+        "max_turn_tokens": 48,
+        "max_turns": 4,
+        "max_insert_tokens": 24,
+    },
+    "GuessNumber": {
+        "file": "guess_number_{split}.jsonl",
+        "reward_model": None,
+        "responder": "guess-number",
+        "chat_template": True,
+        "max_prompt_tokens": 96,
+        "max_new_tokens": 64,
+        "max_turn_tokens": 8,
+        "max_turns": 8,
+        "max_insert_tokens": 32,
+        "max_episode_tokens": 256,
+    },
+    "Support": {
+        "file": "support_{split}.jsonl",
+        "reward_model": customer_mood,
+        "responder": "lm-user",
+        "responder_kwargs": {"max_turns": 2, "max_reply_tokens": 40},
+        "chat_template": True,
+        "max_prompt_tokens": 96,
+        "max_new_tokens": 96,
+        "max_turn_tokens": 48,
+        "max_turns": 2,
+        "max_insert_tokens": 64,
+    },
 }
+
+ADAPTERS = {
+    "ReasoningGym": "tokengym.envs.adapters.reasoning_gym_adapter",
+    "TextArena": "tokengym.envs.adapters.textarena_adapter",
+}
+"""Env ids of the optional adapters -> their modules (``make_env`` / ``make_vector_env``)."""
 
 
 def task_prompts(task: str, split: str = "train") -> Path:
@@ -113,6 +171,10 @@ def _task_kwargs(task: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     split = kwargs.pop("split", "train")
     if "prompts" not in kwargs:
         defaults["prompts"] = task_prompts(task, split)
+    if isinstance(defaults.get("responder_kwargs"), dict) and isinstance(
+            kwargs.get("responder_kwargs"), dict) and "responder" not in kwargs:
+        # The caller's responder settings refine the task's (e.g. a smaller model in tests).
+        kwargs["responder_kwargs"] = {**defaults["responder_kwargs"], **kwargs["responder_kwargs"]}
     return {**defaults, **kwargs}
 
 
@@ -138,6 +200,10 @@ def register_envs() -> None:
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=functools.partial(make_task, task),
                          vector_entry_point=functools.partial(make_task_vector, task))
+    for name, module in ADAPTERS.items():
+        if f"tokengym/{name}-v0" not in gym.registry:  # imported when made: optional packages
+            gym.register(id=f"tokengym/{name}-v0", entry_point=f"{module}:make_env",
+                         vector_entry_point=f"{module}:make_vector_env")
     if "tokengym/Overoptimization-v0" not in gym.registry:
         # String entry points: the benchmark module (with the proxy reward model's labelling and
         # training, which need the agents) loads only when the id is made; envs stays a layer
