@@ -2,27 +2,32 @@
 
 Shared by the value-based agents (PPO, A2C) and, for the shaping and whitening, by the others.
 Every function takes the rollout's ``mask`` ``(N, G)`` (True on the episode's steps; an episode's
-steps are a prefix of its row) and leaves masked-out entries at 0.
+steps are a prefix of its row) and leaves masked-out entries at 0. The statistics
+(:func:`masked_mean`, :func:`masked_var`, hence :func:`whiten`) are over every rank's rows in a
+run of several processes (:mod:`tokengym.agents.distributed`; the sums are all-reduced), and
+over this process's rows otherwise.
 """
 
 from __future__ import annotations
 
 import torch
 
+from tokengym.agents.distributed import all_reduce_sum
 from tokengym.agents.kl import kl_per_token
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``x`` over the True entries of ``mask`` (0 when there are none)."""
+    """Mean of ``x`` over the True entries of ``mask`` (0 when there are none), every rank's."""
     mask = mask.to(x.dtype)
-    return (x * mask).sum() / mask.sum().clamp(min=1)
+    return all_reduce_sum((x * mask).sum()) / all_reduce_sum(mask.sum()).clamp(min=1)
 
 
 def masked_var(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Unbiased variance of ``x`` over the True entries of ``mask``."""
+    """Unbiased variance of ``x`` over the True entries of ``mask``, every rank's."""
     mean = masked_mean(x, mask)
     m = mask.to(x.dtype)
-    return (((x - mean) * m) ** 2).sum() / (m.sum() - 1).clamp(min=1)
+    squares = all_reduce_sum((((x - mean) * m) ** 2).sum())
+    return squares / (all_reduce_sum(m.sum()) - 1).clamp(min=1)
 
 
 def whiten(

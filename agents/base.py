@@ -13,7 +13,10 @@
    (epochs x minibatches x micro-batches of clipped-gradient steps on a per-token loss);
 4. the KL controller moves beta from the rollout's KL.
 
-It also owns construction from a config (policy + reference as an
+In a run of several processes (:mod:`tokengym.agents.distributed`) each rank plays its own
+rows, and every statistic over the batch (scaling, whitening, token counts, metrics, the KL
+controller's input, the early stop) is taken over all ranks' rows; gradients are summed over the
+ranks before each step. It also owns construction from a config (policy + reference as an
 :class:`~tokengym.agents.policy.ActorCritic`, AdamW, KL controller, seeded generators),
 :meth:`~TrainableAgent.evaluate`, the checkpoint state, and applying changed settings on resume.
 A subclass writes only what makes it a different algorithm: how it credits samples
@@ -22,7 +25,6 @@ A subclass writes only what makes it a different algorithm: how it credits sampl
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -30,9 +32,19 @@ import numpy as np
 import torch
 
 from tokengym.agents.advantages import whiten
-from tokengym.agents.batch import Batch, LossFn, rollout_seed, trim_columns
+from tokengym.agents.batch import Batch, LossFn, rollout_seed, token_mean, trim_columns
+from tokengym.agents.distributed import (
+    all_reduce_sum,
+    broadcast_module,
+    global_mean,
+    global_std,
+    local_only,
+    rank,
+    world_size,
+)
 from tokengym.agents.groups import PromptGroups
 from tokengym.agents.kl import kl_per_token, make_kl_controller
+from tokengym.agents.optimize import optimize
 from tokengym.agents.policy import (
     ActorCritic,
     completion_logits,
@@ -40,7 +52,6 @@ from tokengym.agents.policy import (
     token_logprobs,
 )
 from tokengym.agents.rollout import Rollout, collect_rollout
-from tokengym.checks import NonFiniteError
 
 
 class TrainableAgent:
@@ -73,6 +84,7 @@ class TrainableAgent:
                                  target_modules=config.lora_target_modules),
             )
         self.policy = policy
+        broadcast_module(policy)  # every rank starts from rank 0's weights (LoRA init is random)
         self.group_size = int(getattr(config, "samples_per_prompt", 1))
         self.envs = self.grouped(envs) if envs is not None else None
         self.num_actions = int(envs.single_action_space.n) if envs is not None else None
@@ -96,8 +108,11 @@ class TrainableAgent:
             fused=policy.device.type in ("cpu", "cuda"),
         )
         self.kl_controller = make_kl_controller(config)
-        self.sample_generator = torch.Generator(device=policy.device).manual_seed(config.seed)
-        self.shuffle_generator = torch.Generator().manual_seed(config.seed + 1)
+        # Each rank samples its own stream; rank 0's (the only one in one process) from `seed`.
+        seed = config.seed if rank() == 0 else int(
+            np.random.SeedSequence([config.seed, rank(), 0]).generate_state(1)[0])
+        self.sample_generator = torch.Generator(device=policy.device).manual_seed(seed)
+        self.shuffle_generator = torch.Generator().manual_seed(seed + 1)
         self.iteration = 0  # completed iterations
 
     @staticmethod
@@ -128,7 +143,8 @@ class TrainableAgent:
         come in groups of ``samples_per_prompt`` rows sharing a prompt; other envs are used as
         they are. Agents with a critic get ``rollout.values`` filled in."""
         envs = self.envs if envs is None else envs
-        seed = rollout_seed(self.config.seed, self.iteration) if seed is None else seed
+        if seed is None:  # rank r plays rows r*E.. r*E+E-1 of one process with world_size*E rows
+            seed = rollout_seed(self.config.seed, self.iteration) + rank() * envs.num_envs
         value_fn = self.policy.rollout_value_fn() if self.uses_value_head else None
         rollout = collect_rollout(envs, self.policy.lm, seed=seed,
                                   temperature=self.config.temperature,
@@ -171,15 +187,15 @@ class TrainableAgent:
         batch = Batch(ids, am, tokens, mask, logprobs, ref, kl, scores, values=values)
         beta = self.kl_controller.beta
         kl_seq = kl.sum(-1)
-        metrics = {
-            "reward_mean": float(rollout.rewards.mean()),
-            "reward_std": float(rollout.rewards.std()) if len(rollout.rewards) > 1 else 0.0,
-            "kl_mean": float(kl_seq.mean()),
-            "kl_token_mean": float(kl.sum() / mask.sum().clamp(min=1)),
+        metrics = {  # over every rank's rows
+            "reward_mean": global_mean(rollout.rewards),
+            "reward_std": global_std(rollout.rewards),
+            "kl_mean": global_mean(kl_seq),
+            "kl_token_mean": token_mean(kl, mask),
             "beta": beta,
-            "kl_penalty_mean": float((-beta * kl_seq).mean()),
-            "episode_length_mean": float(rollout.lengths.float().mean()),
-            "stop_fraction": float(rollout.terminated.float().mean()),
+            "kl_penalty_mean": global_mean(-beta * kl_seq),
+            "episode_length_mean": global_mean(rollout.lengths.float()),
+            "stop_fraction": global_mean(rollout.terminated.float()),
         }
         return batch, metrics
 
@@ -219,90 +235,10 @@ class TrainableAgent:
 
     def optimize(self, b: Batch, loss_fn: LossFn, epochs: int = 1, num_minibatches: int = 1,
                  target_kl: float | None = None) -> dict[str, float]:
-        """``epochs`` passes over the rollout, each in ``num_minibatches`` shuffled minibatches
-        (one clipped-gradient optimizer step each, split in ``config.grad_accum_steps``
-        micro-batches whose gradients add up). A single full-batch step is not shuffled.
-
-        ``target_kl`` (for losses whose stats include ``approx_kl``): when a minibatch's token
-        mean of ``approx_kl`` (how far the policy already moved from the rollout's) exceeds it,
-        the policy's update ends there, as in SB3 and CleanRL; a critic with its own param group
-        takes the remaining steps alone (``critic_only_updates``). ``updates`` counts the policy's
-        steps, ``early_stop`` is 1.0 when it stopped.
-
-        ``loss_fn(rows)`` returns the per-token loss ``(n, g)`` and per-token stats of ``rows``;
-        a step's loss is summed over its tokens and divided by the minibatch's token count.
-        Returns each stat's token mean over every step (``entropy``: over the first epoch,
-        i.e. of the policy that sampled), and ``grad_norm``: the mean pre-clip gradient norm.
-        """
-        cfg = self.config
-        n = b.mask.shape[0]
-        max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
-        # After the policy's early stop, a critic with its own param group keeps learning on the
-        # remaining minibatches (the KL limit is the policy's trust region; the critic has its
-        # own clip), with the policy's gradients dropped.
-        critic_groups = self.optimizer.param_groups[1:]
-        sums: dict[str, float] = {}
-        tokens, first_entropy, first_tokens, grad_norms = 0.0, 0.0, 0.0, []
-        stopped, critic_steps = False, 0
-        for epoch in range(epochs):
-            if stopped and not critic_groups:
-                break
-            if epochs == 1 and num_minibatches == 1:
-                order = torch.arange(n, device=b.mask.device)
-            else:
-                order = torch.randperm(n, generator=self.shuffle_generator).to(b.mask.device)
-            for rows in order.split(n // num_minibatches):
-                self.optimizer.zero_grad(set_to_none=True)
-                n_tokens = b.mask[rows].sum().clamp(min=1)
-                step_kl = 0.0
-                for micro in rows.split(max(len(rows) // cfg.grad_accum_steps, 1)):
-                    per_token, stats = loss_fn(micro)
-                    mask = b.mask[micro]
-                    (torch.where(mask, per_token, 0.0).sum() / n_tokens).backward()
-                    with torch.no_grad():
-                        step_kl += float((stats["approx_kl"] * mask).sum()) \
-                            if target_kl is not None else 0.0
-                        if stopped:
-                            continue  # stats describe the policy's updates
-                        for key, value in stats.items():
-                            sums[key] = sums.get(key, 0.0) + float((value * mask).sum())
-                        if epoch == 0 and "entropy" in stats:
-                            first_entropy += float((stats["entropy"] * mask).sum())
-                if not stopped:
-                    tokens += float(n_tokens)
-                    first_tokens += float(n_tokens) if epoch == 0 else 0.0
-                    if target_kl is not None and step_kl / float(n_tokens) > target_kl:
-                        stopped = True  # this minibatch's stats still count: where it got to
-                        if not critic_groups:
-                            break
-                if stopped:
-                    for param in self.optimizer.param_groups[0]["params"]:
-                        param.grad = None  # AdamW skips parameters without a gradient
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
-                if not math.isfinite(grad_norm):
-                    self.optimizer.zero_grad(set_to_none=True)
-                    raise NonFiniteError(
-                        f"non-finite gradient norm ({grad_norm}) in iteration "
-                        f"{self.iteration + 1}, epoch {epoch + 1}: that step was not taken and no "
-                        "checkpoint holds it (lower the lr, check the rewards)")
-                if stopped:
-                    critic_steps += 1
-                else:
-                    grad_norms.append(grad_norm)
-                self.optimizer.step()
-        if not all(bool(torch.isfinite(p).all()) for p in self.params):
-            raise NonFiniteError(
-                f"a weight became non-finite in iteration {self.iteration + 1} (the learning rate "
-                "is too large for this model); the run's last checkpoint is intact")
-        out = {key: value / tokens for key, value in sums.items()}
-        if "entropy" in sums:
-            out["entropy"] = first_entropy / max(first_tokens, 1.0)
-        out["grad_norm"] = float(np.mean(grad_norms)) if grad_norms else 0.0
-        out["updates"] = float(len(grad_norms))
-        if target_kl is not None:
-            out["early_stop"] = float(stopped)
-            out["critic_only_updates"] = float(critic_steps)
-        return out
+        """``epochs`` x ``num_minibatches`` clipped-gradient steps of ``loss_fn`` on ``b``, with
+        PPO's approximate-KL early stop at ``target_kl``: :func:`tokengym.agents.optimize.optimize`
+        (its docstring says what is returned)."""
+        return optimize(self, b, loss_fn, epochs, num_minibatches, target_kl)
 
     # -- one iteration -----------------------------------------------------------------------
     def train_iteration(self) -> dict[str, Any]:
@@ -316,9 +252,9 @@ class TrainableAgent:
         metrics["lr"] = self.config.lr * self.set_learning_rates()
         metrics.update(self.update(batch))
         t3 = time.perf_counter()
-        self.kl_controller.update(metrics["kl_mean"], batch.mask.shape[0])
+        self.kl_controller.update(metrics["kl_mean"], batch.mask.shape[0] * world_size())
         self.iteration += 1
-        tokens = int(rollout.lengths.sum())
+        tokens = int(all_reduce_sum(rollout.lengths.sum()))  # sampled by every rank
         return {
             "iteration": self.iteration,
             **metrics,
@@ -335,13 +271,15 @@ class TrainableAgent:
         """One rollout with the current policy, no update: ``(rollout, reward/KL metrics)``.
 
         Samples at the training temperature with the agent's generator reseeded to ``seed`` and
-        restored afterwards, so evaluating does not disturb training.
+        restored afterwards, so evaluating does not disturb training. No collective: in a run of
+        several processes one rank may evaluate alone.
         """
         saved = self.sample_generator.get_state()
         self.sample_generator.manual_seed(seed)
         try:
-            rollout = self.collect(seed=seed, envs=envs)
-            _, metrics = self.prepare_common(rollout)
+            with local_only():  # this process's own episodes (rank 0 evaluates alone)
+                rollout = self.collect(seed=seed, envs=envs)
+                _, metrics = self.prepare_common(rollout)
         finally:
             self.sample_generator.set_state(saved)
         return rollout, {k: metrics[k] for k in ("reward_mean", "kl_mean", "kl_token_mean")}

@@ -21,6 +21,7 @@ import torch
 from tokengym.agents.agent_config import PGConfig
 from tokengym.agents.base import TrainableAgent
 from tokengym.agents.batch import Batch
+from tokengym.agents.distributed import global_std
 from tokengym.agents.groups import group_normalized_advantages
 from tokengym.agents.kl import kl_per_token
 from tokengym.agents.policy import entropy_from_logp
@@ -63,7 +64,7 @@ class GRPOAgent(TrainableAgent):
         adv = group_normalized_advantages(b.scores, self.group_size,
                                           self.config.whiten_advantages)
         b.advantages = adv[:, None] * b.mask
-        return {"advantage_std": float(adv.std())}
+        return {"advantage_std": global_std(adv)}
 
     def update(self, b: Batch) -> dict[str, float]:
         cfg, beta = self.config, self.kl_controller.beta

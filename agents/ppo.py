@@ -21,6 +21,7 @@ from tokengym.agents.advantages import gae, masked_mean, shaped_rewards, whiten
 from tokengym.agents.agent_config import CriticConfig
 from tokengym.agents.base import TrainableAgent
 from tokengym.agents.batch import Batch
+from tokengym.agents.distributed import global_std
 from tokengym.agents.policy import entropy_from_logp
 from tokengym.agents.ppo_config import PPOConfig
 
@@ -60,7 +61,7 @@ def gae_advantages(b: Batch, beta: float, cfg: CriticConfig) -> dict[str, float]
     # errors: whitened to unit std, that noise would drive the whole update (such rollouts are
     # only centred), and the returns' variance is the critic's noise, so explained variance says
     # nothing about the critic (it is left out of the metrics).
-    same_scores = len(b.scores) < 2 or float(b.scores.std()) < 1e-6
+    same_scores = global_std(b.scores) < 1e-6  # over every rank's episodes (0.0 for one)
     if cfg.whiten_advantages:
         advantages = whiten(advantages, b.mask, shift_mean=True, scale=not same_scores)
     b.advantages, b.returns = advantages, returns

@@ -18,6 +18,7 @@ from tokengym.agents.advantages import shaped_rewards, whiten
 from tokengym.agents.agent_config import PGConfig
 from tokengym.agents.base import TrainableAgent
 from tokengym.agents.batch import Batch, token_mean
+from tokengym.agents.distributed import global_mean
 
 
 @dataclass
@@ -49,7 +50,7 @@ class ReinforceAgent(TrainableAgent):
                                     self.kl_controller.beta, self.config.kl_estimator)
         # Reward-to-go: reversed cumulative sum over each row's steps (0 outside the mask).
         returns = rewards.flip(-1).cumsum(-1).flip(-1) * b.mask
-        episode_return = float(returns[:, 0].mean())
+        episode_return = global_mean(returns[:, 0])  # every rank's: the baseline is shared
         baseline = episode_return if self.baseline is None else self.baseline
         adv = (returns - baseline) * b.mask
         if self.config.whiten_advantages:
@@ -60,7 +61,7 @@ class ReinforceAgent(TrainableAgent):
     def update(self, b: Batch) -> dict[str, float]:
         out = super().update(b)  # the vanilla policy-gradient step
         # The baseline moves after the update, so this rollout was judged against the past only.
-        cfg, mean_return = self.config, float(b.returns[:, 0].mean())
+        cfg, mean_return = self.config, global_mean(b.returns[:, 0])
         self.baseline = mean_return if self.baseline is None else (
             cfg.baseline_decay * self.baseline + (1 - cfg.baseline_decay) * mean_return)
         out["advantage_mean"] = token_mean(b.advantages, b.mask)

@@ -16,6 +16,7 @@ from tokengym.agents.advantages import whiten
 from tokengym.agents.agent_config import PGConfig
 from tokengym.agents.base import TrainableAgent
 from tokengym.agents.batch import Batch
+from tokengym.agents.distributed import global_mean, global_std
 from tokengym.agents.groups import leave_one_out_advantages
 
 
@@ -40,8 +41,8 @@ class RLOOAgent(TrainableAgent):
 
     def advantages(self, b: Batch) -> dict[str, float]:
         rewards = b.scores - self.kl_controller.beta * b.kl.sum(-1)  # (N,) KL-shaped
-        adv = leave_one_out_advantages(rewards, self.group_size)
+        adv = leave_one_out_advantages(rewards, self.group_size)  # groups never span ranks
         if self.config.whiten_advantages:
             adv = whiten(adv)
         b.advantages = adv[:, None] * b.mask  # (N, g): the episode's advantage on every token
-        return {"return_mean": float(rewards.mean()), "advantage_std": float(adv.std())}
+        return {"return_mean": global_mean(rewards), "advantage_std": global_std(adv)}
