@@ -6,7 +6,10 @@ A checkpoint is a directory ``OUT/checkpoints/iter_000010/`` holding
 - ``optimizer.pt``: the optimizer's state dict;
 - ``rng.pt``: torch's global RNG state and the agent's generators (tensors only);
 - ``state.json``: iteration counter, KL controller, numpy and python RNG states, the config and
-  any caller metadata.
+  any caller metadata;
+- ``ranks.pt`` and ``"world_size"`` in ``state.json``, in runs of several processes only: every
+  rank's random state (:mod:`tokengym.agents.rank_state`). Rank 0 alone writes; every rank
+  calls :func:`save_checkpoint` (it gathers the ranks' states) and :func:`load_checkpoint`.
 
 It is written into a temporary sibling directory and renamed into place, and ``LATEST`` (a text
 file naming the newest checkpoint) is replaced atomically afterwards, so a run killed at any
@@ -35,6 +38,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from tokengym.agents import rank_state
+from tokengym.agents.distributed import is_main
 from tokengym.fileio import atomic_directory, atomic_write_text
 
 LATEST = "LATEST"
@@ -96,11 +101,15 @@ def save_checkpoint(
     """Write ``agent``'s full training state under ``root``; returns the checkpoint directory.
 
     ``agent`` needs ``policy`` (with ``trainable_state_dict``), ``optimizer``, ``config``,
-    ``iteration`` and ``state_dict()``; keeps the ``keep`` newest checkpoints.
+    ``iteration`` and ``state_dict()``; keeps the ``keep`` newest checkpoints. In a run of
+    several processes every rank calls it and only rank 0 writes.
     """
+    ranks = rank_state.gather(agent)  # every rank's random state; None in one process
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
     name = f"iter_{agent.iteration:06d}"
+    if not is_main():
+        return root / name
+    root.mkdir(parents=True, exist_ok=True)
     with atomic_directory(root / name) as tmp:  # re-saving an iteration replaces it whole
         weights = {k: v.contiguous().cpu() for k, v in agent.policy.trainable_state_dict().items()}
         save_file(weights, tmp / "weights.safetensors")
@@ -109,6 +118,10 @@ def save_checkpoint(
         tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
         tensors["torch_rng"] = torch.get_rng_state()
         torch.save(tensors, tmp / "rng.pt")
+        files = FILES
+        if ranks is not None:
+            rank_state.save(ranks, tmp)
+            files = (*FILES, rank_state.RANK_FILE)
         np_state = np.random.get_state()
         py_state = random.getstate()
         info = {
@@ -117,8 +130,10 @@ def save_checkpoint(
             "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
             "python_rng": [py_state[0], list(py_state[1]), py_state[2]],
             "metadata": metadata or {},
-            "files": {name: _sha256(tmp / name) for name in FILES},
+            "files": {name: _sha256(tmp / name) for name in files},
         }
+        if ranks is not None:
+            info["world_size"] = len(ranks)
         (tmp / "state.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
     final = root / name
     atomic_write_text(root / LATEST, name)
@@ -218,7 +233,8 @@ def read_checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any]:
 def verify_checkpoint(ckpt: Path, info: dict[str, Any]) -> None:
     """Check every file against the SHA-256 in ``state.json`` (checkpoints of tokengym 0.1.0
     have none: only their presence is checked); :class:`CheckpointError` naming the file."""
-    for name in FILES:
+    extra = (rank_state.RANK_FILE,) if rank_state.RANK_FILE in info.get("files", {}) else ()
+    for name in (*FILES, *extra):
         file = ckpt / name
         if not file.is_file():
             raise CheckpointError(f"{file} is missing{_fallback_hint(ckpt)}")
@@ -231,7 +247,8 @@ def verify_checkpoint(ckpt: Path, info: dict[str, Any]) -> None:
 def load_checkpoint(path: str | os.PathLike[str], agent: Any) -> dict[str, Any]:
     """Restore ``agent`` (weights, optimizer, KL controller, RNGs, iteration) in place.
 
-    Returns the checkpoint's ``state.json`` content (its ``metadata`` included).
+    Returns the checkpoint's ``state.json`` content (its ``metadata`` included), plus
+    ``"world_size_note"``: what resuming at another world size changes, or None.
     """
     ckpt = find_checkpoint(path)
     info = _read_state(ckpt)
@@ -262,9 +279,11 @@ def load_checkpoint(path: str | os.PathLike[str], agent: Any) -> dict[str, Any]:
         current = ckpt / "state.json"
         np.random.set_state(numpy_rng)
         random.setstate((version, tuple(internal), gauss))
+        current = ckpt / rank_state.RANK_FILE
+        note = rank_state.restore(ckpt, info, agent)
     except CheckpointError:
         raise
     except Exception as exc:  # any library's error on a damaged or foreign file: name the file
         raise CheckpointError(f"{current} cannot be restored ({type(exc).__name__}: {exc})"
                               f"{_fallback_hint(ckpt)}") from exc
-    return info
+    return {**info, "world_size_note": note}

@@ -18,6 +18,10 @@ owns everything around the algorithm:
   one iteration), ``run.keep_checkpoints`` kept, with the run's metadata and settings;
 - **Ctrl-C and SIGTERM**: the iteration in flight finishes, a checkpoint is written, the loop
   returns ``interrupted=True`` (a second signal aborts at once);
+- **several processes** (:mod:`tokengym.agents.distributed`, every rank calls this loop): rank 0
+  alone holds the lock and writes logs, TensorBoard, evaluations, the manifest and checkpoints
+  (every rank's random state goes into them); every rank restores the same checkpoint; a signal
+  to any rank stops every rank after the same iteration;
 - **non-finite training**: a :class:`~tokengym.agents.base.NonFiniteError` from the agent (NaN or
   inf reward, gradient or weight) propagates *before* anything is saved, so the last checkpoint
   written stays ``LATEST`` and holds finite weights.
@@ -28,6 +32,7 @@ belongs to the caller.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
@@ -41,7 +46,20 @@ from typing import Any
 from tqdm import tqdm
 
 from tokengym.agents.agent_config import RUN_SETTINGS, ConfigMixin, rename_deprecated
-from tokengym.agents.checkpoint import clean_stale, load_checkpoint, save_checkpoint
+from tokengym.agents.checkpoint import (
+    clean_stale,
+    find_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from tokengym.agents.distributed import (
+    broadcast_object,
+    is_main,
+    local_only,
+    max_int,
+    rank,
+    world_size,
+)
 from tokengym.agents.logging import MetricsLogger, read_metrics
 from tokengym.checks import int_at_least
 from tokengym.fileio import atomic_write_jsonl, run_lock
@@ -142,7 +160,7 @@ def train_loop(
     """
     run = run.validate()
     out = Path(out)
-    with run_lock(out):
+    with run_lock(out) if is_main() else contextlib.nullcontext():
         return _train_loop(agent, out, run, metadata, resume_from, new_config, evaluate, log,
                            progress)
 
@@ -151,13 +169,20 @@ def _train_loop(agent: Any, out: Path, run: RunConfig, metadata: dict[str, Any] 
                 resume_from: str | Path | None, new_config: Any,
                 evaluate: Callable[[Any], dict[str, Any]] | None,
                 log: Callable[[str], None], progress: bool) -> LoopResult:
-    """:func:`train_loop`'s body, run while holding the run directory's lock."""
+    """:func:`train_loop`'s body, run while holding the run directory's lock (rank 0)."""
+    main = is_main()
+    if not main:  # rank 0 alone writes and speaks
+        log, progress = (lambda message: None), False
     ckpt_root = out / "checkpoints"
-    for stale in clean_stale(ckpt_root):
+    for stale in clean_stale(ckpt_root) if main else []:
         log(f"removed {stale}: an unfinished checkpoint write of an earlier, killed process")
     changes: list[str] = []
     if resume_from is not None:
+        # Every rank restores the checkpoint rank 0 chose (LATEST changes once rank 0 saves).
+        resume_from = broadcast_object(str(find_checkpoint(resume_from).resolve()) if main else "")
         info = load_checkpoint(resume_from, agent)
+        if info["world_size_note"]:
+            log(f"warning: {info['world_size_note']}")
         old_run = checkpoint_run(info)
         changes = [f"{k}: {old_run[k]!r} -> {v!r}" for k, v in run.to_dict().items()
                    if k in old_run and old_run[k] != v]
@@ -168,34 +193,45 @@ def _train_loop(agent: Any, out: Path, run: RunConfig, metadata: dict[str, Any] 
                 + "; ".join(changes))
     start = agent.iteration
     metadata = {**(metadata or {}), "run": run.to_dict()}
-    write_manifest(out, {**metadata, "config": agent.config.to_dict()}, str(agent.policy.device))
     metrics_path, evals_path = out / "metrics.jsonl", out / "evals.jsonl"
-    kept = _kept(metrics_path, start, log)
-    tokens = int(kept[-1].get("tokens_total", sum(r.get("tokens", 0) for r in kept))) if kept else 0
-    wall = float(kept[-1].get("wall_time_s", sum(r.get("time_iteration_s", 0.0) for r in kept))
-                 ) if kept else 0.0
-    evals = _kept(evals_path, start, log, required=False)
-    if evals or evals_path.exists():
-        atomic_write_jsonl(evals_path, evals)
-    logger = MetricsLogger(out, tensorboard=run.tensorboard, start_iteration=start)
+    tokens, wall, evals, logger = 0, 0.0, [], None
+    if main:
+        write_manifest(out, {**metadata, "config": agent.config.to_dict()},
+                       str(agent.policy.device), world_size())
+        kept = _kept(metrics_path, start, log)
+        tokens = int(kept[-1].get("tokens_total", sum(r.get("tokens", 0) for r in kept))
+                     ) if kept else 0
+        wall = float(kept[-1].get("wall_time_s", sum(r.get("time_iteration_s", 0.0)
+                                                     for r in kept))) if kept else 0.0
+        evals = _kept(evals_path, start, log, required=False)
+        if evals or evals_path.exists():
+            atomic_write_jsonl(evals_path, evals)
+        logger = MetricsLogger(out, tensorboard=run.tensorboard, start_iteration=start)
+    tokens, wall = broadcast_object((tokens, wall))  # the token budget stops every rank at once
     saved_at: int | None = None
 
-    def log_eval() -> None:
-        record = {"iteration": agent.iteration, "tokens_total": tokens, "wall_time_s": wall,
-                  **evaluate(agent)}
+    def log_eval() -> None:  # rank 0, alone
+        with local_only():
+            record = {"iteration": agent.iteration, "tokens_total": tokens, "wall_time_s": wall,
+                      **evaluate(agent)}
         with evals_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
     # Ctrl-C, and SIGTERM (what Slurm and Kubernetes send before killing): finish the current
     # iteration, checkpoint, return. A second signal aborts at once.
     stop: dict[str, Any] = {"signal": None}
+    who = f"rank {rank()}: " if world_size() > 1 else ""
 
     def on_signal(signum: int, frame: Any) -> None:
         if stop["signal"] is not None:
             raise KeyboardInterrupt
         stop["signal"] = signum
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        tqdm.write(f"{name}: checkpointing after this iteration (again to abort now)")
+        tqdm.write(f"{who}{name}: checkpointing after this iteration (again to abort now)")
+
+    def stop_signal() -> int | None:
+        """The signal that stops the run: the same on every rank (any rank's stops them all)."""
+        return max_int(stop["signal"] or 0) or None
 
     # Signal handlers can only be set from the main thread (the loop may run in another one).
     main_thread = threading.current_thread() is threading.main_thread()
@@ -203,20 +239,26 @@ def _train_loop(agent: Any, out: Path, run: RunConfig, metadata: dict[str, Any] 
                 } if main_thread else {}
     bar = tqdm(total=run.iterations, initial=start, desc=type(agent).__name__, unit="it",
                file=sys.stderr, disable=not progress)
+    stopped_by: int | None = None
     try:
-        if evaluate is not None and run.eval_every and not evals:
+        if main and evaluate is not None and run.eval_every and not evals:
             log_eval()
-        while (agent.iteration < run.iterations and stop["signal"] is None
-               and not (run.token_budget and tokens >= run.token_budget)):
+        while agent.iteration < run.iterations and not (run.token_budget
+                                                        and tokens >= run.token_budget):
+            stopped_by = stop_signal()
+            if stopped_by is not None:
+                break
             t0 = time.perf_counter()
             record = agent.train_iteration()
             wall += time.perf_counter() - t0
             tokens += int(record.get("tokens", 0))
-            logger.log({**record, "tokens_total": tokens, "wall_time_s": wall})
+            if logger is not None:
+                logger.log({**record, "tokens_total": tokens, "wall_time_s": wall})
             bar.update(1)
             bar.set_postfix(reward=f"{record['reward_mean']:+.3f}",
                             kl=f"{record['kl_mean']:.2f}", beta=f"{record['beta']:.3g}")
-            if evaluate is not None and run.eval_every and agent.iteration % run.eval_every == 0:
+            if (main and evaluate is not None and run.eval_every
+                    and agent.iteration % run.eval_every == 0):
                 log_eval()
             if agent.iteration % run.checkpoint_every == 0:
                 save_checkpoint(ckpt_root, agent, metadata, keep=run.keep_checkpoints)
@@ -225,15 +267,14 @@ def _train_loop(agent: Any, out: Path, run: RunConfig, metadata: dict[str, Any] 
         bar.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        logger.close()
+        if logger is not None:
+            logger.close()
     if saved_at == agent.iteration:
         ckpt = ckpt_root / f"iter_{agent.iteration:06d}"
     else:
         ckpt = save_checkpoint(ckpt_root, agent, metadata, keep=run.keep_checkpoints)
-    interrupted = stop["signal"] is not None and agent.iteration < run.iterations and not (
-        run.token_budget and tokens >= run.token_budget)
-    return LoopResult(ckpt, interrupted, stop["signal"] if interrupted else None, tokens, wall,
-                      changes)
+    interrupted = stopped_by is not None  # the loop only stops early for a signal
+    return LoopResult(ckpt, interrupted, stopped_by, tokens, wall, changes)
 
 
 def run_settings_from_checkpoint(info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -72,9 +72,11 @@ def session(device: str) -> dict[str, Any]:
     }
 
 
-def write_manifest(out: str | os.PathLike[str], settings: dict[str, Any], device: str) -> Path:
+def write_manifest(out: str | os.PathLike[str], settings: dict[str, Any], device: str,
+                   world_size: int = 1) -> Path:
     """Add this session to ``out/manifest.json`` (created on the first start) with ``settings``
-    (the resolved identity, run settings and agent config) and their hash."""
+    (the resolved identity, run settings and agent config) and their hash; a session of several
+    processes (written by rank 0) records their number as ``world_size``."""
     path = Path(out) / MANIFEST
     try:
         data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
@@ -82,5 +84,7 @@ def write_manifest(out: str | os.PathLike[str], settings: dict[str, Any], device
         data = {}  # a damaged manifest is rebuilt: it documents, nothing reads it back
     sessions = data.get("sessions", []) if isinstance(data.get("sessions"), list) else []
     record = {**session(device), "settings_sha256": settings_hash(settings)}
+    if world_size > 1:
+        record["world_size"] = world_size
     return atomic_write_json(path, {"settings": settings, "settings_sha256": settings_hash(settings),
                                     "sessions": [*sessions, record]})
