@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"tokengym {name}", description=COMMANDS[name][1])
     module.add_arguments(parser, name)
     args = parser.parse_args(rest)
+    args.command_argv = rest  # the subcommand's own arguments, as given (to start it again)
     return int(module.run(args, name) or 0)
 
 

@@ -16,6 +16,11 @@ into the restored optimizer and KL controller. What fixes the run's identity is 
 error naming it: ``--env``, ``--env-kwarg``, ``--model``, ``--agent``, and the agent fields of its
 config's ``FIXED_ON_RESUME`` (``--seed``, ``--num-envs``, LoRA, dtype, value model).
 
+``--nproc N`` trains in N processes started by torchrun (or run ``torchrun --nproc-per-node N -m
+tokengym train ...`` yourself): ``--num-envs`` is per process, rank 0 alone writes the run
+directory, ``--dist-timeout`` bounds every wait for the other processes
+(``docs/distributed.md``).
+
 Agents that do not train (``sample``, ``greedy``, ``best-of-n``) evaluate
 once and write ``metrics.json`` and ``samples.md``; ``sb3-ppo``/``sb3-a2c`` run SB3 for
 ``iterations x n_steps x num_envs`` timesteps.
@@ -24,6 +29,7 @@ once and write ``metrics.json`` and ``samples.md``; ``sb3-ppo``/``sb3-a2c`` run 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import re
@@ -39,8 +45,11 @@ import gymnasium as gym
 from tqdm import tqdm
 
 import tokengym  # noqa: F401  (registers the env ids)
+from tokengym import launch
+from tokengym.agents import distributed
 from tokengym.agents.agent_config import RENAMED, rename_deprecated
 from tokengym.agents.checkpoint import CheckpointError, find_checkpoint, read_checkpoint_info
+from tokengym.agents.distributed import RankFailure, broadcast_object, is_main, world_size
 from tokengym.agents.logging import plot_metrics, sample_rows, write_sample_table
 from tokengym.agents.loop import RunConfig, run_settings_from_checkpoint, train_loop
 from tokengym.agents.ppo_config import PPOConfig
@@ -49,11 +58,11 @@ from tokengym.checks import NonFiniteError
 from tokengym.fileio import (
     RunLockedError,
     atomic_write_json,
-    atomic_write_text,
     read_json,
     run_lock,
 )
 from tokengym.models import DEFAULT_MODEL, load_causal_lm, load_tokenizer
+from tokengym.train_outside_loop import run_evaluation, run_sb3
 
 # What the run is; a resumed run keeps them.
 IDENTITY_KEYS = ("env", "model", "agent", "env_kwargs")
@@ -131,6 +140,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                         help="with --resume: allow the import strings ('package.module:attr') that "
                              "the run directory names (env id, reward model...); importing them "
                              "runs their code, so only for run directories you trust")
+    launch.add_arguments(parser)
     run_group = parser.add_argument_group("run settings (RunConfig: docs/ppo.md)")
     for f in dataclasses.fields(RunConfig):
         if f.name in RUN_FLAGS:
@@ -284,28 +294,37 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
 
 
 def run(args: argparse.Namespace, name: str) -> int:
+    launch.check(args)
+    if args.nproc > 1 and not launch.under_torchrun():
+        return launch.launch(args.command_argv, args.nproc, args.dist_timeout)
     try:
-        settings = resolve_settings(args)
-        if args.out:
-            out = Path(args.out)
-        elif args.resume:  # the run that holds the checkpoint: OUT/checkpoints/iter_N
-            out = find_checkpoint(args.resume).parent.parent
-        else:
-            out = Path(f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
-        with run_lock(out):  # one writer per run directory
-            return _train(args, settings, out)
-    except (CheckpointError, RunLockedError) as exc:
+        with distributed.session(args.dist_timeout):  # a no-op in one process
+            settings = resolve_settings(args)
+            if args.out:
+                out = Path(args.out)
+            elif args.resume:  # the run that holds the checkpoint: OUT/checkpoints/iter_N
+                out = find_checkpoint(args.resume).parent.parent
+            else:
+                out = Path(f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+            out = Path(broadcast_object(str(out)))  # rank 0's clock names a new run
+            with run_lock(out) if is_main() else contextlib.nullcontext():  # one writer
+                return _train(args, settings, out)
+    except (CheckpointError, RunLockedError, RankFailure) as exc:
         raise SystemExit(str(exc)) from None
 
 
 def _train(args: argparse.Namespace, settings: Settings, out: Path) -> int:
     """``tokengym train`` in run directory ``out``, whose lock the caller holds."""
     identity, run_config, config = settings.identity, settings.run, settings.config
-    agent_name = identity["agent"]
-    atomic_write_json(out / "config.json", {**identity, "run": run_config.to_dict(),
-                                            "config": config.to_dict()})
+    agent_name, main = identity["agent"], is_main()
+    if world_size() > 1 and (agent_name.startswith("sb3-") or not get_spec(agent_name).trainable):
+        raise SystemExit(f"--agent {agent_name} does not train through tokengym's loop: run it "
+                         "in one process (without --nproc or torchrun)")
+    if main:
+        atomic_write_json(out / "config.json", {**identity, "run": run_config.to_dict(),
+                                                "config": config.to_dict()})
     if agent_name.startswith("sb3-"):
-        return _run_sb3(identity, config, out, run_config.iterations)
+        return run_sb3(identity, config, out, run_config.iterations)
 
     tokenizer = load_tokenizer(identity["model"])
     lm = load_causal_lm(identity["model"], dtype=config.dtype,
@@ -319,8 +338,8 @@ def _train(args: argparse.Namespace, settings: Settings, out: Path) -> int:
     built_with = settings.checkpoint_config or config
     agent = make_agent(agent_name, make_envs(config.num_envs), lm, built_with.to_dict())
     if not get_spec(agent_name).trainable:
-        return _run_evaluation(agent, make_envs, out, run_config.num_samples)
-    eval_envs = make_envs(run_config.num_samples) if run_config.num_samples else None
+        return run_evaluation(agent, make_envs, out, run_config.num_samples)
+    eval_envs = make_envs(run_config.num_samples) if run_config.num_samples and main else None
     before_path = out / "samples_before.json"
     if eval_envs is not None and not args.resume and not before_path.exists():
         rollout, _ = agent.evaluate(eval_envs, seed=config.seed)
@@ -330,15 +349,21 @@ def _train(args: argparse.Namespace, settings: Settings, out: Path) -> int:
         result = train_loop(agent, out, run_config, metadata=identity, resume_from=args.resume,
                             new_config=config if args.resume else None, log=tqdm.write)
     except NonFiniteError as exc:
-        latest = out / "checkpoints" / "LATEST"
-        kept = f"the last good checkpoint is {out / 'checkpoints' / latest.read_text().strip()}" \
-            if latest.is_file() else "no checkpoint was written"
-        print(f"stopped: {exc}\n{kept}", file=sys.stderr)
+        message, latest = f"stopped: {exc}", out / "checkpoints" / "LATEST"
+        if main:
+            message += f"\nthe last good checkpoint is {latest.parent / latest.read_text().strip()}" \
+                if latest.is_file() else "\nno checkpoint was written"
+        if world_size() > 1:  # an exception: the other ranks' messages then name this one
+            raise SystemExit(message) from None
+        print(message, file=sys.stderr)
         return 1
     if result.interrupted:
-        print(f"interrupted at iteration {agent.iteration}; resume with: tokengym train "
-              f"--resume {out} --iterations {run_config.iterations}")
+        if main:
+            print(f"interrupted at iteration {agent.iteration}; resume with: tokengym train "
+                  f"--resume {out} --iterations {run_config.iterations}")
         return 128 + int(result.signal)
+    if not main:
+        return 0
 
     plots = plot_metrics(out / "metrics.jsonl", out / "plots")
     if eval_envs is not None and before_path.exists():
@@ -352,34 +377,4 @@ def _train(args: argparse.Namespace, settings: Settings, out: Path) -> int:
     agent.policy.save_pretrained_policy(str(out / "model"), tokenizer)
     print(f"checkpoint: {result.checkpoint}\nplots: {plots[0] if plots else '-'}\n"
           f"model: {out / 'model'}")
-    return 0
-
-
-def _run_evaluation(agent: Any, make_envs: Any, out: Path, num_samples: int) -> int:
-    """Agents that do not train: one evaluation rollout; ``metrics.json`` and ``samples.md``."""
-    config = agent.config
-    rollout, metrics = agent.evaluate(make_envs(config.num_envs), seed=config.seed)
-    rows = sample_rows(rollout)
-    atomic_write_json(out / "metrics.json", metrics)
-    atomic_write_json(out / "samples.json", rows, indent=None)
-    lines = ["| prompt | completion | reward |", "|---|---|---|"]
-    for row in rows[: max(num_samples, 1)]:
-        cells = [str(row[k]).replace("\n", " ").replace("|", "\\|")[:160]
-                 for k in ("prompt", "completion")]
-        lines.append(f"| {cells[0]} | {cells[1]} | {row['reward']:+.3f} |")
-    atomic_write_text(out / "samples.md", "\n".join(lines) + "\n")
-    print(json.dumps(metrics, indent=1))
-    print(f"{type(agent).__name__} does not train: evaluated once; metrics: {out / 'metrics.json'}")
-    return 0
-
-
-def _run_sb3(identity: dict[str, Any], config: Any, out: Path, iterations: int) -> int:
-    """SB3 PPO/A2C: ``iterations`` SB3 rollouts of ``n_steps`` tokens per env."""
-    agent = make_agent(identity["agent"], None, identity["model"], config.to_dict())
-    timesteps = iterations * config.n_steps * config.num_envs
-    _, metrics = agent.train(identity["env"], timesteps, env_kwargs=dict(identity["env_kwargs"]),
-                             out_dir=out)
-    print(f"{identity['agent']}: {metrics['total_timesteps']} steps in {metrics['seconds']:.1f} s "
-          f"({metrics['steps_per_second']:.1f} steps/s), mean episode reward "
-          f"{metrics['mean_episode_reward']:+.3f}; metrics: {out / 'metrics.json'}")
     return 0
