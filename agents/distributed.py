@@ -121,7 +121,7 @@ def global_mean(x: torch.Tensor) -> float:
     """Mean of ``x`` ``(n,)`` over every rank's entries; ``float(x.mean())`` in one process."""
     if world_size() == 1:
         return float(x.mean())
-    total = all_reduce_sum(torch.stack([x.double().sum(), torch.tensor(float(x.numel()),
+    total = all_reduce_sum(torch.stack([x.double().sum(), x.new_tensor(float(x.numel()),
                                                                        dtype=torch.float64)]))
     return float(total[0] / total[1]) if total[1] > 0 else math.nan
 
