@@ -11,8 +11,10 @@ Step ``info`` keys (on top of the single-turn ones at the last step):
 
 - at a step that ends an agent turn: ``turn`` (its index, 0-based), ``turn_end`` (why it ended),
   ``turn_reward`` (float, 0.0 when the responder gave none), ``inserted_text`` (the reply's text
-  as inserted, ``""`` when nothing was), ``inserted_ids`` (``(k,)`` int64, the tokens appended
-  after the agent's token in this step, ``k >= 0``), and ``dropped_text`` when a reply did not fit;
+  as inserted, ``""`` when nothing was), ``inserted_ids`` (a tuple of ``k >= 0`` ints: the tokens
+  appended after the agent's token in this step; a tuple, not an array, because rows insert
+  different amounts and gymnasium's vector infos stack arrays of one shape only), and
+  ``dropped_text`` when a reply did not fit;
 - at the last step: ``turns`` (agent turns played), ``turn_rewards`` (list of floats, one per
   answered turn) and ``score`` (the reward model's score, 0.0 without one); ``completion`` is the
   transcript's text, ``completion_tokens`` the agent's tokens.
@@ -165,7 +167,7 @@ class Conversations:
             info: dict[str, Any] = {
                 "turn": len(self.turn_rewards[i]) - 1, "turn_end": ends[k], "turn_reward": reward,
                 "inserted_text": (reply.text or "") if fits and ids.size else "",
-                "inserted_ids": ids if fits else np.zeros(0, dtype=np.int64),
+                "inserted_ids": tuple(int(t) for t in ids) if fits else (),
             }
             if fits and ids.size:
                 start = P + eb.num_tokens[i]

@@ -20,7 +20,12 @@ columns, ``V`` actions):
     ``obs["input_ids"][:, :P]`` to get the prompts.
 ``max_new_tokens`` (int)
     ``G``, the generation budget in tokens = steps: an episode is truncated after ``G`` steps, and
-    generated token ``t`` sits at column ``P + t``. Observations have ``L = P + G`` columns.
+    (single-turn) generated token ``t`` sits at column ``P + t``. Single-turn observations have
+    ``L = P + G`` columns.
+``max_episode_tokens`` (int; views of envs without it report ``G``)
+    ``E``, the columns after the prompt: ``G`` in single-turn envs, and in multi-turn envs (a
+    ``responder``) the room for agent and inserted tokens together. Observations have
+    ``L = P + E`` columns.
 ``num_actions`` (int)
     ``V``, the action count (``single_action_space.n``): actions are token ids ``0 .. V-1``, the
     tokenizer's vocabulary. A model's logits may be padded beyond ``V``; those ids are not actions.
@@ -42,6 +47,24 @@ A single :class:`~tokengym.envs.TextGenEnv` offers the same scalars plus the cur
 ``prompt_record`` (``PromptRecord | None``, None before the first reset):
 :class:`TextEnvLike`, what :class:`~tokengym.agents.kl_wrapper.KLPenaltyWrapper` reads from
 ``env.unwrapped``.
+
+Multi-turn envs: what a rollout must do
+---------------------------------------
+In a multi-turn env a step appends more than one token to a row when the agent's token ends a
+turn: the agent's token, then the env's inserted tokens, in the same step. For every row the
+step's ``info`` then holds ``inserted_ids`` (a tuple of ``k >= 0`` token ids, in order) with
+``turn``, ``turn_end``, ``turn_reward`` and ``inserted_text`` (see
+:mod:`tokengym.envs.conversations`); rows that did not end a turn have no such key (their
+``_inserted_ids`` mask entry is False). Rows insert different amounts at different steps. So a
+KV-cache rollout, after feeding the sampled token of every row, must also feed (prefill) each
+row's ``inserted_ids`` before sampling that row's next token; those tokens are not actions: no
+log-probability, value, loss, entropy or KL belongs to them. The observation's ``agent_mask``
+(``(N, L)`` int64, present in every multi-turn observation) is 1 exactly on agent tokens, so
+``obs["input_ids"][i][obs["agent_mask"][i] == 1]`` are row ``i``'s actions so far and
+``obs["attention_mask"][i].sum()`` its length; per-turn rewards arrive as the step reward of the
+step that ended the turn (the turn's last agent token), the reward model's score at the last step.
+A single-turn env inserts nothing (no ``inserted_ids`` key ever) and its observation has no
+``agent_mask`` unless built with ``agent_mask=True``.
 """
 
 from __future__ import annotations
@@ -55,7 +78,8 @@ from gymnasium.vector import AsyncVectorEnv, SyncVectorEnv
 from tokengym.envs.prompts import PromptRecord
 
 Obs = dict[str, np.ndarray]
-"""A batched observation: ``input_ids`` and ``attention_mask``, each ``(N, P + G)`` int64."""
+"""A batched observation: ``input_ids``, ``attention_mask`` (and, multi-turn, ``agent_mask``),
+each ``(N, P + E)`` int64."""
 
 _SCALARS = ("max_prompt_tokens", "max_new_tokens", "num_actions")
 
@@ -136,6 +160,10 @@ class _WrappedView:
     def num_actions(self) -> int:
         return self._base.num_actions
 
+    @property
+    def max_episode_tokens(self) -> int:
+        return int(getattr(self._base, "max_episode_tokens", self._base.max_new_tokens))
+
     def prompt_records(self) -> list[PromptRecord]:
         return self._base.prompt_records()
 
@@ -164,6 +192,12 @@ class _SubEnvView:
                     f"the sub-envs of {type(base).__name__} disagree on {name}: {sorted(values)}"
                 )
             sizes[name] = values.pop()
+        if all(base.call("has_wrapper_attr", "max_episode_tokens")):
+            widths = {int(v) for v in base.get_attr("max_episode_tokens")}
+            if len(widths) != 1:
+                raise ValueError(f"the sub-envs of {type(base).__name__} disagree on "
+                                 f"max_episode_tokens: {sorted(widths)}")
+            sizes["max_episode_tokens"] = widths.pop()
         self._sizes = sizes
 
     @property
@@ -181,6 +215,10 @@ class _SubEnvView:
     @property
     def num_actions(self) -> int:
         return self._sizes["num_actions"]
+
+    @property
+    def max_episode_tokens(self) -> int:
+        return self._sizes.get("max_episode_tokens", self._sizes["max_new_tokens"])
 
     def prompt_records(self) -> list[PromptRecord]:
         records = list(self._base.get_attr("prompt_record"))

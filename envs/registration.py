@@ -92,7 +92,7 @@ TASKS: dict[str, dict[str, Any]] = {
         "max_new_tokens": 96,
         "max_turn_tokens": 48,
         "max_turns": 4,
-        "max_insert_tokens": 24,
+        "max_insert_tokens": 48,
     },
     "GuessNumber": {
         "file": "guess_number_{split}.jsonl",

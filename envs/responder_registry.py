@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
@@ -124,6 +125,12 @@ def _from_import_string(spec: str, kwargs: dict[str, Any]) -> Responder:
         if not hasattr(obj, part):
             raise ValueError(f"responder {spec!r}: module {module_name!r} has no {attr_path!r}")
         obj = getattr(obj, part)
+    home = getattr(obj, "__module__", None) or module_name
+    if inspect.isbuiltin(obj) or home.partition(".")[0] in sys.stdlib_module_names:
+        # A one-argument function of the standard library (os.system, os.remove...) would pass
+        # the signature check; none is a responder, so none is ever called.
+        raise TypeError(f"responder {spec!r} is a builtin or standard-library callable, not a "
+                        f"responder; {_ACCEPTED}. It was not called")
     if inspect.isclass(obj):
         call = next((vars(k)["__call__"] for k in obj.__mro__ if "__call__" in vars(k)), None)
         if not inspect.isfunction(call):

@@ -118,7 +118,7 @@ class TextGenEnv(EpisodeSizes, gym.Env):
     ``completion``, ``completion_tokens``, ``stop_reason`` (``"stop_token"``, ``"stop_string"``
     or ``"max_new_tokens"``) and ``reward_components`` (name -> score). Multi-turn, at each step
     that ends a turn: ``turn``, ``turn_end``, ``turn_reward``, ``inserted_text``,
-    ``inserted_ids`` (``(k,)`` int64: the tokens appended after the agent's in this step); at the
+    ``inserted_ids`` (a tuple of ints: the tokens appended after the agent's in this step); at the
     last step also ``turns``, ``turn_rewards`` and ``score``.
 
     ## Arguments

@@ -28,8 +28,8 @@ class TurnLevelWrapper(gym.Wrapper):
 
     Returns ``(obs, reward, terminated, truncated, info)``: the token-level observation after the
     turn, the sum of the turn's step rewards (the per-turn reward, plus the score at the end),
-    and the last step's info plus ``turn_token_ids`` (``(k,)`` int64, the tokens sent) and
-    ``unsent_token_ids`` (``(m,)`` int64, those cut off).
+    and the last step's info plus ``turn_token_ids`` (tuple of ints, the tokens sent) and
+    ``unsent_token_ids`` (tuple of ints, those cut off).
 
     Args:
         env: a :class:`~tokengym.envs.TextGenEnv`, possibly inside gymnasium wrappers.
@@ -73,8 +73,8 @@ class TurnLevelWrapper(gym.Wrapper):
             total += float(reward)
             if terminated or truncated or "turn" in info:
                 out = dict(info)
-                out["turn_token_ids"] = np.asarray(ids[: k + 1], dtype=np.int64)
-                out["unsent_token_ids"] = np.asarray(ids[k + 1:], dtype=np.int64)
+                out["turn_token_ids"] = tuple(ids[: k + 1])
+                out["unsent_token_ids"] = tuple(ids[k + 1:])
                 return obs, total, terminated, truncated, out
         raise ValueError(
             f"the turn {action!r:.60} ended without ending the agent's turn: the env has no stop "

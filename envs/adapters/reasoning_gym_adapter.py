@@ -5,7 +5,8 @@ names: ``"basic_arithmetic"``, ``"chain_sum"``, ``"countdown"``...) into prompt 
 question plus an instruction to answer inside ``<answer></answer>``, and the dataset entry in the
 field ``rg_entry``. The ``reasoning-gym`` reward model extracts the tagged answer and scores it
 with that dataset's own ``score_answer`` (in [0, 1]). Splits: ``train`` is the dataset made with
-``seed=0``, ``eval`` the one made with ``seed=1`` minus any question the train split has.
+``seed=0``, ``eval`` the one made with ``seed=10**6`` minus any question the default train split
+has (reasoning-gym seeds entry ``i`` with ``seed + i``, so nearby seeds would share entries).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from tokengym.envs.vector_env import TextGenVectorEnv
 
 EXTRA = "reasoning-gym"
 INSTRUCTION = "\n\nThink briefly, then give your final answer inside <answer></answer>."
-SPLIT_SEEDS = {"train": 0, "eval": 1}
+SPLIT_SEEDS = {"train": 0, "eval": 10**6}
 DEFAULT_SIZES = {"train": 1000, "eval": 200}
 FIELD = "rg_entry"
 
@@ -56,8 +57,8 @@ def reasoning_gym_prompts(task: str, split: str = "train", size: int | None = No
 
     Args:
         task: a reasoning-gym dataset name.
-        split: ``"train"`` (seed 0) or ``"eval"`` (seed 1, questions also in train removed).
-        size: entries generated (default 1000 train, 200 eval).
+        split: ``"train"`` (seed 0) or ``"eval"`` (seed 10**6, questions also in train removed).
+        size: entries generated (default 1000 train, 200 eval; at most 10**6).
 
     Raises:
         ValueError: an unknown task (closest name suggested) or split.

@@ -49,7 +49,8 @@ class CalculatorResponder:
         try:
             shown = format_number(evaluate(calls[-1]))
         except CalcError as exc:
-            shown = f"error: {exc}"
+            reason = str(exc).split(" (")[0]  # the reason, without the list of what is allowed
+            shown = f"error: {reason[:80]}"
         return Reply(text=f"<result>{shown}</result>")
 
 
