@@ -14,7 +14,6 @@ width, generation budget, action count).
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +21,13 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
+from tokengym.agents.decode import (
+    DecoderSlot,
+    StaticCacheDecoder,
+    forward_kwarg_names,
+    static_decoder,
+    use_compile,
+)
 from tokengym.checks import finite_reward
 from tokengym.envs.protocol import text_env_view
 
@@ -89,19 +95,6 @@ class Rollout:
         )
 
 
-def forward_kwarg_names(model: torch.nn.Module) -> tuple[str, str | None]:
-    """Names of the KV-cache and keep-last-logits arguments of ``model.forward``.
-
-    transformers 5.x calls the cache ``cache`` (``past_key_values`` is deprecated); 4.x calls it
-    ``past_key_values``. The output field has the same name as the argument.
-    """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    params = inspect.signature(base.forward).parameters
-    cache = "cache" if "cache" in params else "past_key_values"
-    keep = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
-    return cache, keep
-
-
 class KVCacheDecoder:
     """Runs a causal LM over a growing batch of sequences, one new token per call.
 
@@ -157,6 +150,24 @@ class KVCacheDecoder:
         return self._forward(tokens.to(self.device).view(-1, 1), self._mask, self._positions)
 
 
+def start_decoder(model: torch.nn.Module, value_fn: Any, prompt_ids: torch.Tensor,
+                  prompt_mask: torch.Tensor, length: int, compile: bool | None
+                  ) -> tuple[KVCacheDecoder | StaticCacheDecoder, torch.Tensor, torch.Tensor | None]:
+    """The rollout's decoder, started on the prompts ``(N, P)``: ``(decoder, logits (N, V),
+    values (N,) or None)``. The compiled static-cache decoder (:mod:`tokengym.agents.decode`)
+    where ``compile`` (None: on CUDA only) asks for it and it works, else the eager
+    :class:`KVCacheDecoder`; a failure switches the model to the eager path with one warning."""
+    if use_compile(compile, next(model.parameters()).device):
+        decoder = static_decoder(model, value_fn, prompt_ids.shape[0], length)
+        if decoder is not None:
+            try:
+                return decoder, *decoder.start(prompt_ids, prompt_mask)
+            except Exception as exc:  # noqa: BLE001 - the eager path below re-raises real errors
+                DecoderSlot.of(model).disable(f"the static-cache prefill failed ({exc})")
+    decoder = KVCacheDecoder(model, value_fn)
+    return decoder, *decoder.start(prompt_ids, prompt_mask)
+
+
 def sample_tokens(
     logits: torch.Tensor, temperature: float, generator: torch.Generator | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,6 +197,7 @@ def collect_rollout(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
     value_fn: Any = None,
+    compile: bool | None = None,
 ) -> Rollout:
     """Reset ``envs`` and play one episode in every row with ``model`` as the policy.
 
@@ -197,6 +209,8 @@ def collect_rollout(
         temperature: sampling temperature; 0 for greedy decoding.
         generator: torch RNG for sampling (on the model's device), for reproducible rollouts.
         value_fn: optional value head, see :class:`KVCacheDecoder`.
+        compile: decode with the compiled static-cache step (:mod:`tokengym.agents.decode`);
+            None: on CUDA only. Same tokens for the same seed, up to the rounding of the kernels.
     """
     check_next_step_autoreset(envs)
     view = text_env_view(envs)
@@ -205,8 +219,8 @@ def collect_rollout(
     n = obs["input_ids"].shape[0]
     prompt_ids = torch.from_numpy(obs["input_ids"][:, :prompt_len].copy())
     prompt_mask = torch.from_numpy(obs["attention_mask"][:, :prompt_len].copy())
-    decoder = KVCacheDecoder(model, value_fn)
-    logits, values = decoder.start(prompt_ids, prompt_mask)
+    decoder, logits, values = start_decoder(model, value_fn, prompt_ids, prompt_mask,
+                                            prompt_len + max_new, compile)
     device = logits.device
 
     # Log-probs and values stay on the model's device until the episode ends: the sampled
