@@ -206,6 +206,14 @@ class PGConfig(ConfigMixin):
     dtype: str = "float32"
     # "cpu", "cuda", ... or "auto" (CUDA when available).
     device: str = "auto"
+    # Decode rollouts with a preallocated KV cache and a compiled single-token step
+    # (torch.compile; CUDA graphs on CUDA); None = on CUDA only (on CPU it was not faster).
+    # Where compiling is unavailable or fails, one warning and the eager path.
+    compile: bool | None = None
+    # Recompute the old log-probs (the sampling policy's, in PPO's ratio and the KL) with one
+    # teacher-forced forward, the update's own path, instead of taking the sampling forward's;
+    # None = when dtype is not float32, whose rounding differs between the two paths.
+    recompute_logprobs: bool | None = None
 
     FIXED_ON_RESUME: ClassVar[tuple[str, ...]] = (
         "seed", "num_envs", "lora", "lora_r", "lora_alpha", "lora_dropout",
@@ -239,6 +247,12 @@ class PGConfig(ConfigMixin):
             raise ValueError(f"grad_accum_steps={self.grad_accum_steps} > num_envs="
                              f"{self.num_envs}: a micro-batch needs at least one episode")
         return self
+
+    def recomputes_logprobs(self) -> bool:
+        """``recompute_logprobs`` resolved: None means when ``dtype`` is not float32."""
+        if self.recompute_logprobs is None:
+            return self.dtype != "float32"
+        return self.recompute_logprobs
 
 
 VALUE_MODELS = ("shared", "separate")

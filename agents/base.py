@@ -148,7 +148,8 @@ class TrainableAgent:
         value_fn = self.policy.rollout_value_fn() if self.uses_value_head else None
         rollout = collect_rollout(envs, self.policy.lm, seed=seed,
                                   temperature=self.config.temperature,
-                                  generator=self.sample_generator, value_fn=value_fn)
+                                  generator=self.sample_generator, value_fn=value_fn,
+                                  compile=self.config.compile)
         if self.uses_value_head and rollout.values is None:  # separate value trunk
             ids, am = rollout.sequences()
             device = self.policy.device
@@ -176,6 +177,9 @@ class TrainableAgent:
             torch.cat([rollout.prompt_mask, rollout.mask[:, :g].long()], 1).to(device), g)
         ref = self.policy.reference_logprobs(ids, am, tokens, cfg.temperature, num_actions)
         ref = torch.where(mask, ref, 0.0)
+        if cfg.recomputes_logprobs():  # reduced precision: the update's path, so ratio == 1
+            logprobs = self.policy.policy_logprobs(ids, am, tokens, cfg.temperature, num_actions)
+            logprobs = torch.where(mask, logprobs, 0.0)
         kl = torch.where(mask, kl_per_token(logprobs, ref, cfg.kl_estimator), 0.0)
         scores = rollout.rewards.to(device, torch.float32)
         if cfg.no_stop_penalty is not None:

@@ -65,6 +65,8 @@ class SampleConfig(ConfigMixin):
     # Parameter dtype and device ("auto": CUDA when available).
     dtype: str = "float32"
     device: str = "auto"
+    # The compiled static-cache decode path (PGConfig.compile); None = on CUDA only.
+    compile: bool | None = None
 
     def validate(self) -> Any:
         self.check_types()
@@ -159,7 +161,8 @@ class SampleAgent:
         try:
             return collect_rollout(envs, self.policy.lm, seed=seed,
                                    temperature=self.config.temperature,
-                                   generator=self.sample_generator)
+                                   generator=self.sample_generator,
+                                   compile=self.config.compile)
         finally:
             self.sample_generator.set_state(saved)
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tokengym.agents.rollout import forward_kwarg_names
+from tokengym.agents.decode import forward_kwarg_names
 
 
 def completion_logits(
@@ -192,6 +192,16 @@ class ActorCritic(nn.Module):
         """``(N, G)`` reference log-probs of ``tokens`` ``(N, G)``: ONE batched forward."""
         with self.reference() as ref:
             logits, _ = completion_logits(ref, input_ids, attention_mask, tokens.shape[1])
+        return token_logprobs(logits, tokens, temperature, num_actions)[0]
+
+    @torch.no_grad()
+    def policy_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        tokens: torch.Tensor, temperature: float, num_actions: int
+                        ) -> torch.Tensor:
+        """``(N, G)`` policy log-probs of ``tokens`` ``(N, G)``: ONE batched teacher-forced
+        forward, the path (and precision) of the update's forward; the old log-probs when the
+        agent's ``recompute_logprobs`` asks for them."""
+        logits, _ = completion_logits(self.lm, input_ids, attention_mask, tokens.shape[1])
         return token_logprobs(logits, tokens, temperature, num_actions)[0]
 
     # -- parameters and saving ---------------------------------------------------------------
