@@ -140,6 +140,8 @@ class StaticCacheDecoder:
         slot: the model's :class:`DecoderSlot`, disabled when compiling fails (one warning).
     """
 
+    WARMUP_CALLS = 3  # calls that compile and record; a failure in them falls back to eager
+
     def __init__(self, model: torch.nn.Module, value_fn: Any, batch: int, length: int, *,
                  compile: bool, slot: DecoderSlot | None = None) -> None:
         self.model = model
@@ -156,6 +158,7 @@ class StaticCacheDecoder:
         for buf in (self.mask, self.positions, self.cache.write_at):
             mark_static(buf)
         self.compiled = compile
+        self._calls = 0  # successful calls of the compiled step
         self._step_fn = self._step
         if compile:
             mode = "reduce-overhead" if self.device.type == "cuda" else None
@@ -222,13 +225,20 @@ class StaticCacheDecoder:
         tokens = tokens.to(self.device)
         if not self.compiled:
             return self._step(tokens)
-        saved = (self.mask.clone(), self.positions.clone(), self.cache.write_at.clone())
+        buffers = (self.mask, self.positions, self.cache.write_at)
+        # Compiling happens at the first call, recording the CUDA graphs at the next ones; a
+        # failure then falls back to eager, with the buffers restored to the copies taken before.
+        saved = [b.clone() for b in buffers] if self._calls < self.WARMUP_CALLS else None
         try:
             if self.device.type == "cuda":
                 torch.compiler.cudagraph_mark_step_begin()
-            return self._step_fn(tokens)
+            out = self._step_fn(tokens)
+            self._calls += 1
+            return out
         except Exception as exc:  # noqa: BLE001 - any compile failure falls back to eager
-            for buf, value in zip((self.mask, self.positions, self.cache.write_at), saved):
+            if saved is None:
+                raise
+            for buf, value in zip(buffers, saved):
                 buf.copy_(value)
             self.compiled = False
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
