@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import os
 import socket
+import time
 from pathlib import Path
 
 import torch.distributed as dist
@@ -25,6 +26,7 @@ import torch.distributed as dist
 _KEY = "tokengym/failed/{rank}"
 _peers: list[tuple[str, int]] = []  # (host, pid) of every rank, in rank order
 _timeout_s = [0.0]
+_SETTLE_S = 3.0  # seconds a survivor waits for a failed rank to show as ended
 
 
 class RankFailure(RuntimeError):
@@ -96,8 +98,15 @@ def describe(operation: str, exc: BaseException) -> str:
     me = dist.get_rank() if dist.is_initialized() else 0
     others = [r for r in range(len(_peers)) if r != me]
     host = socket.gethostname()
-    notes = _notes(others)
-    dead = [r for r in others if _peers[r][0] == host and not _alive(_peers[r][1])]
+    # A killed rank's connections close while the kernel is still tearing it down: give it a
+    # moment to show as ended (or a failing rank's note to arrive) before saying nobody did.
+    deadline = time.monotonic() + _SETTLE_S
+    while True:
+        notes = _notes(others)
+        dead = [r for r in others if _peers[r][0] == host and not _alive(_peers[r][1])]
+        if notes or dead or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     remote = [r for r in others if _peers[r][0] != host]
     parts = [f"rank {r} failed: {notes[r]}" for r in sorted(notes)]
     parts += [f"rank {r} (pid {_peers[r][1]} on {host}) is no longer running (killed, or it "
