@@ -21,7 +21,8 @@ from tokengym.checks import NonFiniteError
 
 
 def optimize(agent: Any, b: Batch, loss_fn: LossFn, epochs: int = 1, num_minibatches: int = 1,
-             target_kl: float | None = None) -> dict[str, float]:
+             target_kl: float | None = None, critic_loss_fn: LossFn | None = None
+             ) -> dict[str, float]:
     """``epochs`` passes over the rollout, each in ``num_minibatches`` shuffled minibatches
     (one clipped-gradient optimizer step each, split in ``config.grad_accum_steps``
     micro-batches whose gradients add up). A single full-batch step is not shuffled.
@@ -38,6 +39,10 @@ def optimize(agent: Any, b: Batch, loss_fn: LossFn, epochs: int = 1, num_minibat
     whole minibatch; each rank's minibatch is its own rows, shuffled apart).
     Returns each stat's token mean over every step (``entropy``: over the first epoch,
     i.e. of the policy that sampled), and ``grad_norm``: the mean pre-clip gradient norm.
+
+    ``critic_loss_fn`` (optional): the loss of the critic's steps after the early stop, in place
+    of ``loss_fn``; it must give the critic's parameters the gradients ``loss_fn`` would (PPO's
+    reads the frozen trunk's features once instead of a forward and backward per step).
     """
     cfg = agent.config
     n = b.mask.shape[0]
@@ -61,14 +66,15 @@ def optimize(agent: Any, b: Batch, loss_fn: LossFn, epochs: int = 1, num_minibat
             n_tokens = all_reduce_sum(b.mask[rows].sum()).clamp(min=1)
             step_kl = 0.0
             for micro in rows.split(max(len(rows) // cfg.grad_accum_steps, 1)):
-                per_token, stats = loss_fn(micro)
+                per_token, stats = (critic_loss_fn or loss_fn)(micro) if stopped \
+                    else loss_fn(micro)
                 mask = b.mask[micro]
                 (torch.where(mask, per_token, 0.0).sum() / n_tokens).backward()
+                if stopped:
+                    continue  # stats describe the policy's updates
                 with torch.no_grad():
                     step_kl += float((stats["approx_kl"] * mask).sum()) \
                         if target_kl is not None else 0.0
-                    if stopped:
-                        continue  # stats describe the policy's updates
                     for key, value in stats.items():
                         sums[key] = sums.get(key, 0.0) + float((value * mask).sum())
                     if epoch == 0 and "entropy" in stats:

@@ -86,7 +86,8 @@ class ActorCritic(nn.Module):
         value_model: ``"shared"`` or ``"separate"``.
         lora: wrap ``lm`` with LoRA adapters (needs ``peft``); ``lora_kwargs`` go to
             ``peft.LoraConfig``.
-        seed: kept for API compatibility; the value head starts at zero (no randomness).
+        seed: seeds the LoRA adapters' random initialisation (the value head starts at zero),
+            so two policies built with the same seed start identical whatever the global RNG.
     """
 
     def __init__(
@@ -109,7 +110,13 @@ class ActorCritic(nn.Module):
         # The reference is frozen before adapters are added, so it is the starting policy.
         self.ref: nn.Module | None = None
         if lora:
-            self.lm = self._add_lora(lm, dict(lora_kwargs or {}))
+            # peft draws the adapters' init from torch's global generator: fork it, so the
+            # config's seed (not whatever ran before) decides it, and the caller's stream is kept.
+            device = next(lm.parameters()).device
+            cuda = [device.index or 0] if device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):
+                torch.manual_seed(seed)
+                self.lm = self._add_lora(lm, dict(lora_kwargs or {}))
         else:
             self.ref = copy.deepcopy(lm).requires_grad_(False).eval()
             self.lm = lm
@@ -118,7 +125,9 @@ class ActorCritic(nn.Module):
             self.value_trunk = copy.deepcopy(lm).eval()
         hidden = lm.config.hidden_size
         param = next(lm.parameters())
-        self.value_head = nn.Linear(hidden, 1).to(device=param.device, dtype=param.dtype)
+        # skip_init: no draw from the global generator for weights that are zeroed next.
+        self.value_head = nn.utils.skip_init(nn.Linear, hidden, 1, device=param.device,
+                                             dtype=param.dtype)
         with torch.no_grad():
             # Zero weights and bias: every value starts at exactly 0, so the first advantages are
             # the rewards themselves rather than the noise of a random head (whose outputs on
@@ -165,6 +174,17 @@ class ActorCritic(nn.Module):
             _, hidden = completion_logits(self.value_trunk, input_ids, attention_mask, gen_len,
                                           hidden=True)
         return logits, self.values_from_hidden(hidden)
+
+    @torch.no_grad()
+    def value_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                       gen_len: int) -> torch.Tensor:
+        """``(N, G, H)`` hidden states the value head reads (the policy trunk's, shared value
+        model only), without gradients: for critic steps while the trunk does not move."""
+        if self.value_trunk is not None:
+            raise ValueError("value_features reads the shared trunk; value_model='separate' "
+                             "trains its trunk in every critic step")
+        _, hidden = completion_logits(self.lm, input_ids, attention_mask, gen_len, hidden=True)
+        return hidden
 
     @torch.no_grad()
     def separate_values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,

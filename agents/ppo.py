@@ -20,7 +20,7 @@ import torch
 from tokengym.agents.advantages import gae, masked_mean, shaped_rewards, whiten
 from tokengym.agents.agent_config import CriticConfig
 from tokengym.agents.base import TrainableAgent
-from tokengym.agents.batch import Batch
+from tokengym.agents.batch import Batch, trim_columns
 from tokengym.agents.distributed import global_std
 from tokengym.agents.policy import entropy_from_logp
 from tokengym.agents.ppo_config import PPOConfig
@@ -76,6 +76,17 @@ def gae_advantages(b: Batch, beta: float, cfg: CriticConfig) -> dict[str, float]
     return metrics
 
 
+def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
+                       clip_range: float) -> torch.Tensor:
+    """Per-token squared error ``(V - R)^2``, or with ``clip_range > 0`` the larger of it and
+    the error of V clipped to ``old_values +- clip_range`` (all ``(n, g)``)."""
+    loss = (values - returns) ** 2
+    if clip_range > 0:
+        clipped = old_values + (values - old_values).clamp(-clip_range, clip_range)
+        loss = torch.max(loss, (clipped - returns) ** 2)
+    return loss
+
+
 class PPOAgent(TrainableAgent):
     """PPO on a tokengym vector env (native ``TextGenVectorEnv`` or a ``SyncVectorEnv``).
 
@@ -106,14 +117,27 @@ class PPOAgent(TrainableAgent):
             entropy = entropy_from_logp(logp)
             log_ratio = torch.where(mask, logprobs - b.logprobs[idx], 0.0)
             pg_loss, stats = clipped_surrogate(b.advantages[idx], log_ratio, cfg.clip_range)
-            v_loss = (values - ret) ** 2
-            if cfg.value_clip_range > 0:
-                v_clipped = old_values + (values - old_values).clamp(-cfg.value_clip_range,
-                                                                      cfg.value_clip_range)
-                v_loss = torch.max(v_loss, (v_clipped - ret) ** 2)
+            v_loss = clipped_value_loss(values, old_values, ret, cfg.value_clip_range)
             per_token = pg_loss + cfg.vf_coef * 0.5 * v_loss - cfg.ent_coef * entropy
             stats.update(policy_loss=pg_loss.detach(), value_loss=0.5 * v_loss.detach(),
                          entropy=entropy.detach())
             return per_token, stats
 
-        return self.optimize(b, loss_fn, cfg.epochs, cfg.num_minibatches, cfg.max_approx_kl)
+        # After the early stop the trunk no longer moves in this iteration, so a value head on
+        # it (shared trunk, with or without LoRA) trains on the trunk's features computed once:
+        # the same gradients as loss_fn's, without a forward and backward per critic step.
+        features: list[torch.Tensor] = []
+
+        def critic_loss_fn(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            if not features:
+                features.append(self.policy.value_features(
+                    *trim_columns(b.input_ids, b.attention_mask, g), g))
+            values = self.policy.values_from_hidden(features[0][idx])
+            v_loss = clipped_value_loss(values, b.values[idx], b.returns[idx],
+                                        cfg.value_clip_range)
+            return cfg.vf_coef * 0.5 * v_loss, {}
+
+        g = b.mask.shape[1]
+        shared = self.policy.value_trunk is None
+        return self.optimize(b, loss_fn, cfg.epochs, cfg.num_minibatches, cfg.max_approx_kl,
+                             critic_loss_fn if shared else None)

@@ -137,3 +137,44 @@ def test_agent_rejects_mismatched_env(tokenizer) -> None:
 def test_actor_critic_rejects_unknown_value_model() -> None:
     with pytest.raises(ValueError, match="value_model"):
         ActorCritic(load_causal_lm("tiny-llama", device="cpu"), value_model="tied")
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_critic_steps_after_the_early_stop_train_on_cached_features(tokenizer, monkeypatch,
+                                                                    lora) -> None:
+    # A tiny max_approx_kl stops the policy after its first minibatch; the critic's remaining
+    # steps then read the frozen trunk's features once. They must give the weights (value head
+    # included) that full forwards and backwards of the same loss give.
+    changes = dict(epochs=3, max_approx_kl=1e-9, value_lr=1e-2, lora=lora,
+                   **({"lora_r": 4} if lora else {}))
+    cached, full = make_agent(tokenizer, **changes), make_agent(tokenizer, **changes)
+    calls = []
+    real = full.optimize
+
+    def without_cache(b, loss_fn, epochs, num_minibatches, target_kl, critic_loss_fn=None):
+        calls.append(critic_loss_fn is not None)
+        return real(b, loss_fn, epochs, num_minibatches, target_kl, None)
+
+    monkeypatch.setattr(full, "optimize", without_cache)
+    ra, rb = cached.train_iteration(), full.train_iteration()
+    assert calls == [True] and ra["early_stop"] == rb["early_stop"] == 1.0
+    assert ra["critic_only_updates"] == rb["critic_only_updates"] == 5.0
+    pa, pb = params(cached), params(full)
+    assert not torch.equal(pa["value_head.weight"], torch.zeros_like(pa["value_head.weight"]))
+    for k in pa:
+        torch.testing.assert_close(pa[k], pb[k], atol=1e-6, rtol=1e-5, msg=k)
+
+
+def test_lora_adapters_start_from_the_configs_seed(tokenizer) -> None:
+    a = make_agent(tokenizer, lora=True, lora_r=4)
+    torch.rand(3)  # whatever the global generator did in between
+    b = make_agent(tokenizer, lora=True, lora_r=4)
+    c = make_agent(tokenizer, lora=True, lora_r=4, seed=4)
+    pa, pb, pc = params(a), params(b), params(c)
+    lora_a = [k for k in pa if "lora_A" in k]
+    assert lora_a and all(torch.equal(pa[k], pb[k]) for k in pa)
+    assert not any(torch.equal(pa[k], pc[k]) for k in lora_a)
+    model = load_causal_lm("tiny-llama", device="cpu")
+    state = torch.random.get_rng_state()
+    ActorCritic(model, lora=True, lora_kwargs={"r": 4}, seed=3)
+    assert torch.equal(state, torch.random.get_rng_state())  # the caller's stream is kept
