@@ -238,13 +238,14 @@ class TrainableAgent:
         return logprobs, logp, values
 
     def optimize(self, b: Batch, loss_fn: LossFn, epochs: int = 1, num_minibatches: int = 1,
-                 target_kl: float | None = None, critic_loss_fn: LossFn | None = None
-                 ) -> dict[str, float]:
+                 target_kl: float | None = None, critic_loss_fn: LossFn | None = None,
+                 critic_epochs: int = 0) -> dict[str, float]:
         """``epochs`` x ``num_minibatches`` clipped-gradient steps of ``loss_fn`` on ``b``, with
         PPO's approximate-KL early stop at ``target_kl`` and the critic's later steps on
-        ``critic_loss_fn``: :func:`tokengym.agents.optimize.optimize` (its docstring says what is
-        returned)."""
-        return optimize(self, b, loss_fn, epochs, num_minibatches, target_kl, critic_loss_fn)
+        ``critic_loss_fn``, then ``critic_epochs`` passes for the critic alone:
+        :func:`tokengym.agents.optimize.optimize` (its docstring says what is returned)."""
+        return optimize(self, b, loss_fn, epochs, num_minibatches, target_kl, critic_loss_fn,
+                        critic_epochs)
 
     # -- one iteration -----------------------------------------------------------------------
     def train_iteration(self) -> dict[str, Any]:

@@ -21,8 +21,8 @@ from tokengym.checks import NonFiniteError
 
 
 def optimize(agent: Any, b: Batch, loss_fn: LossFn, epochs: int = 1, num_minibatches: int = 1,
-             target_kl: float | None = None, critic_loss_fn: LossFn | None = None
-             ) -> dict[str, float]:
+             target_kl: float | None = None, critic_loss_fn: LossFn | None = None,
+             critic_epochs: int = 0) -> dict[str, float]:
     """``epochs`` passes over the rollout, each in ``num_minibatches`` shuffled minibatches
     (one clipped-gradient optimizer step each, split in ``config.grad_accum_steps``
     micro-batches whose gradients add up). A single full-batch step is not shuffled.
@@ -40,6 +40,7 @@ def optimize(agent: Any, b: Batch, loss_fn: LossFn, epochs: int = 1, num_minibat
     Returns each stat's token mean over every step (``entropy``: over the first epoch,
     i.e. of the policy that sampled), and ``grad_norm``: the mean pre-clip gradient norm.
 
+    ``critic_epochs`` more passes follow for the critic alone (as after an early stop).
     ``critic_loss_fn`` (optional): the loss of the critic's steps after the early stop, in place
     of ``loss_fn``; it must give the critic's parameters the gradients ``loss_fn`` would (PPO's
     reads the frozen trunk's features once instead of a forward and backward per step).
@@ -53,8 +54,9 @@ def optimize(agent: Any, b: Batch, loss_fn: LossFn, epochs: int = 1, num_minibat
     critic_groups = agent.optimizer.param_groups[1:]
     sums: dict[str, float] = {}
     tokens, first_entropy, first_tokens, grad_norms = 0.0, 0.0, 0.0, []
-    stopped, critic_steps = False, 0
-    for epoch in range(epochs):
+    stopped, early_stop, critic_steps = False, False, 0
+    for epoch in range(epochs + critic_epochs):
+        stopped = stopped or epoch >= epochs
         if stopped and not critic_groups:
             break
         if epochs == 1 and num_minibatches == 1:
@@ -84,7 +86,7 @@ def optimize(agent: Any, b: Batch, loss_fn: LossFn, epochs: int = 1, num_minibat
                 first_tokens += float(n_tokens) if epoch == 0 else 0.0
                 if target_kl is not None and all_reduce_float(step_kl) / float(n_tokens) \
                         > target_kl:  # the same decision on every rank
-                    stopped = True  # this minibatch's stats still count: where it got to
+                    stopped = early_stop = True  # this minibatch's stats count: where it got
                     if not critic_groups:
                         break
             if stopped:
@@ -114,7 +116,7 @@ def optimize(agent: Any, b: Batch, loss_fn: LossFn, epochs: int = 1, num_minibat
         out["entropy"] = first_entropy / max(first_tokens, 1.0)
     out["grad_norm"] = float(np.mean(grad_norms)) if grad_norms else 0.0
     out["updates"] = float(len(grad_norms))
-    if target_kl is not None:
-        out["early_stop"] = float(stopped)
+    if target_kl is not None or critic_epochs:
+        out["early_stop"] = float(early_stop)
         out["critic_only_updates"] = float(critic_steps)
     return out

@@ -140,4 +140,4 @@ class PPOAgent(TrainableAgent):
         g = b.mask.shape[1]
         shared = self.policy.value_trunk is None
         return self.optimize(b, loss_fn, cfg.epochs, cfg.num_minibatches, cfg.max_approx_kl,
-                             critic_loss_fn if shared else None)
+                             critic_loss_fn if shared else None, cfg.value_epochs)

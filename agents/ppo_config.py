@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from tokengym.agents.agent_config import DTYPES, VALUE_MODELS, CriticConfig
 from tokengym.agents.kl import KL_ESTIMATORS
+from tokengym.checks import int_at_least
 
 __all__ = ["DTYPES", "KL_ESTIMATORS", "VALUE_MODELS", "PPOConfig"]
 
@@ -36,6 +37,9 @@ class PPOConfig(CriticConfig):
     epochs: int = 4
     # Minibatches per epoch; num_envs must be divisible by it. One optimizer step per minibatch.
     num_minibatches: int = 2
+    # Extra passes over each rollout for the critic alone, after the policy's epochs (the value
+    # head on the frozen trunk's features: nearly free with the shared trunk).
+    value_epochs: int = 0
 
     # -- PPO losses --------------------------------------------------------------------------
     # Clip range epsilon of the surrogate: ratio is clipped to [1 - clip_range, 1 + clip_range].
@@ -53,6 +57,7 @@ class PPOConfig(CriticConfig):
         """Raise ``ValueError`` naming the bad value and the fix; returns ``self``."""
         super().validate()
         self._check_positive_ints("epochs", "num_minibatches")
+        int_at_least("value_epochs", self.value_epochs, 0)
         if self.num_envs % self.num_minibatches:
             raise ValueError(
                 f"num_envs={self.num_envs} is not divisible by num_minibatches="

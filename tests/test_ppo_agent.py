@@ -151,9 +151,10 @@ def test_critic_steps_after_the_early_stop_train_on_cached_features(tokenizer, m
     calls = []
     real = full.optimize
 
-    def without_cache(b, loss_fn, epochs, num_minibatches, target_kl, critic_loss_fn=None):
+    def without_cache(b, loss_fn, epochs, num_minibatches, target_kl, critic_loss_fn=None,
+                      critic_epochs=0):
         calls.append(critic_loss_fn is not None)
-        return real(b, loss_fn, epochs, num_minibatches, target_kl, None)
+        return real(b, loss_fn, epochs, num_minibatches, target_kl, None, critic_epochs)
 
     monkeypatch.setattr(full, "optimize", without_cache)
     ra, rb = cached.train_iteration(), full.train_iteration()
@@ -178,3 +179,17 @@ def test_lora_adapters_start_from_the_configs_seed(tokenizer) -> None:
     state = torch.random.get_rng_state()
     ActorCritic(model, lora=True, lora_kwargs={"r": 4}, seed=3)
     assert torch.equal(state, torch.random.get_rng_state())  # the caller's stream is kept
+
+
+def test_value_epochs_train_the_critic_alone(tokenizer) -> None:
+    base = dict(epochs=1, max_approx_kl=None, value_lr=1e-2)
+    plain, extra = make_agent(tokenizer, **base), make_agent(tokenizer, **base, value_epochs=3)
+    ra, rb = plain.train_iteration(), extra.train_iteration()
+    assert "critic_only_updates" not in ra and rb["critic_only_updates"] == 6  # 3 x 2 minibatches
+    assert rb["early_stop"] == 0.0 and ra["updates"] == rb["updates"] == 2
+    pa, pb = params(plain), params(extra)
+    head = [k for k in pa if k.startswith("value_head")]
+    assert all(torch.equal(pa[k], pb[k]) for k in pa if k not in head)  # the policy: untouched
+    assert not torch.equal(pa["value_head.weight"], pb["value_head.weight"])
+    with pytest.raises(ValueError, match="value_epochs"):
+        PPOConfig(value_epochs=-1).validate()
