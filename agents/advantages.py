@@ -2,7 +2,10 @@
 
 Shared by the value-based agents (PPO, A2C) and, for the shaping and whitening, by the others.
 Every function takes the rollout's ``mask`` ``(N, G)`` (True on the episode's steps; an episode's
-steps are a prefix of its row) and leaves masked-out entries at 0. The statistics
+steps are a prefix of its row) and leaves masked-out entries at 0. A step is an agent token: in a
+multi-turn episode the env's inserted tokens have no step, so GAE runs over the agent's tokens
+across turns (the next agent token's value bootstraps the previous one, gamma once per agent
+token), with each per-turn reward at the step that ended its turn (:func:`place_step_rewards`). The statistics
 (:func:`masked_mean`, :func:`masked_var`, hence :func:`whiten`) are over every rank's rows in a
 run of several processes (:mod:`tokengym.agents.distributed`; the sums are all-reduced), and
 over this process's rows otherwise.
@@ -49,6 +52,38 @@ def whiten(
     return torch.where(mask, out, torch.zeros_like(out))
 
 
+def score_scale(scores: torch.Tensor) -> torch.Tensor:
+    """The factor ``whiten(scores, shift_mean=False)`` scales deviations by: 1 / std (every
+    rank's scores)."""
+    return torch.rsqrt(masked_var(scores, torch.ones_like(scores, dtype=torch.bool)) + 1e-8)
+
+
+def place_step_rewards(step_rewards: torch.Tensor, mask: torch.Tensor, scores: torch.Tensor,
+                       scale: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """A multi-turn episode's env rewards where they were paid, made to sum to its score.
+
+    Args:
+        step_rewards: ``(N, G)`` the env's reward at each step (per-turn rewards at the steps
+            that ended turns; the last step's holds the last turn's and the reward model's).
+        mask: ``(N, G)`` bool, the episodes' steps.
+        scores: ``(N,)`` the processed episode scores (returns after the no-stop penalty and
+            ``scale_scores``).
+        scale: what ``scale_scores`` multiplied deviations by (:func:`score_scale`; 1.0 without).
+
+    Returns:
+        ``(N, G)``: ``scale`` x each per-turn reward before the episode's last step; the last
+        step holds the rest of the score, so each row sums to ``scores`` (0 outside ``mask``).
+    """
+    last = last_step_index(mask)
+    rows = torch.arange(step_rewards.shape[0], device=step_rewards.device)
+    before_last = mask.clone()
+    before_last[rows, last] = False
+    early = torch.where(before_last, step_rewards.to(scores.dtype) * scale, 0.0)
+    out = early.clone()
+    out[rows, last] = torch.where(mask.any(-1), scores - early.sum(-1), 0.0)
+    return out
+
+
 def last_step_index(mask: torch.Tensor) -> torch.Tensor:
     """``(N,)`` index of each row's last True entry (0 for an empty row)."""
     return (mask.long().sum(-1) - 1).clamp(min=0)
@@ -61,6 +96,7 @@ def shaped_rewards(
     mask: torch.Tensor,
     beta: float,
     kl_estimator: str = "k1",
+    step_rewards: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token rewards ``r_t = -beta * KL_t``, plus ``scores`` at each episode's last token.
 
@@ -70,12 +106,17 @@ def shaped_rewards(
         mask: ``(N, G)`` bool.
         beta: KL coefficient.
         kl_estimator: ``"k1"`` or ``"k3"``.
+        step_rewards: multi-turn: ``(N, G)`` the env's rewards per step summing to ``scores``
+            (:func:`place_step_rewards`: each per-turn reward at its turn's last agent token,
+            the score at the last); added in place of ``scores`` at the last token.
 
     Returns:
         ``(rewards (N, G), kl (N, G))``, both 0 outside ``mask``.
     """
     kl = torch.where(mask, kl_per_token(logprobs, ref_logprobs, kl_estimator), 0.0)
     rewards = -beta * kl
+    if step_rewards is not None:
+        return rewards + torch.where(mask, step_rewards.to(rewards.dtype), 0.0), kl
     last = last_step_index(mask)
     has_steps = mask.any(-1)
     rows = torch.arange(rewards.shape[0])

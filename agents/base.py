@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from tokengym.agents.advantages import whiten
-from tokengym.agents.batch import Batch, LossFn, rollout_seed, token_mean, trim_columns
+from tokengym.agents.advantages import place_step_rewards, score_scale, whiten
+from tokengym.agents.batch import Batch, LossFn, forward_inputs, rollout_seed, token_mean
 from tokengym.agents.distributed import (
     all_reduce_sum,
     broadcast_module,
@@ -153,8 +153,10 @@ class TrainableAgent:
         if self.uses_value_head and rollout.values is None:  # separate value trunk
             ids, am = rollout.sequences()
             device = self.policy.device
-            values = self.policy.separate_values(ids.to(device), am.to(device),
-                                                 rollout.tokens.shape[1])
+            agent = rollout.sequence_agent_mask()
+            ids, am, columns = forward_inputs(ids.to(device), am.to(device), None if agent is None
+                                              else agent.to(device), rollout.tokens.shape[1])
+            values = self.policy.separate_values(ids, am, rollout.tokens.shape[1], columns)
             rollout.values = values.cpu() * rollout.mask
         return rollout
 
@@ -165,30 +167,47 @@ class TrainableAgent:
         return batch, metrics
 
     def prepare_common(self, rollout: Rollout) -> tuple[Batch, dict[str, float]]:
-        """Reference log-probs (ONE batched forward), per-token KL, scores; reward/KL metrics."""
+        """Reference log-probs (ONE batched forward), per-token KL, scores; reward/KL metrics.
+
+        Every per-token tensor is over the agent's tokens (steps); a multi-turn batch keeps the
+        whole sequence with its agent mask, and the forwards read the agent's tokens only."""
         cfg, device = self.config, self.policy.device
         num_actions = self.num_actions or int(rollout.tokens.max()) + 1
         g = max(int(rollout.lengths.max()), 1)  # columns past every episode's end carry nothing
         mask = rollout.mask[:, :g].to(device)
         tokens = rollout.tokens[:, :g].to(device)
         logprobs = rollout.logprobs[:, :g].to(device)
-        ids, am = trim_columns(
-            torch.cat([rollout.prompt_ids, rollout.tokens[:, :g]], 1).to(device),
-            torch.cat([rollout.prompt_mask, rollout.mask[:, :g].long()], 1).to(device), g)
-        ref = self.policy.reference_logprobs(ids, am, tokens, cfg.temperature, num_actions)
+        agent = rollout.sequence_agent_mask()
+        if agent is None:
+            full = (torch.cat([rollout.prompt_ids, rollout.tokens[:, :g]], 1),
+                    torch.cat([rollout.prompt_mask, rollout.mask[:, :g].long()], 1))
+        else:
+            full, agent = rollout.sequences(), agent.to(device)
+        ids, am, columns = forward_inputs(full[0].to(device), full[1].to(device), agent, g)
+        if agent is not None:
+            agent = agent[:, agent.shape[1] - ids.shape[1]:]  # the columns ids kept
+        ref = self.policy.reference_logprobs(ids, am, tokens, cfg.temperature, num_actions,
+                                             columns)
         ref = torch.where(mask, ref, 0.0)
         if cfg.recomputes_logprobs():  # reduced precision: the update's path, so ratio == 1
-            logprobs = self.policy.policy_logprobs(ids, am, tokens, cfg.temperature, num_actions)
+            logprobs = self.policy.policy_logprobs(ids, am, tokens, cfg.temperature, num_actions,
+                                                   columns)
             logprobs = torch.where(mask, logprobs, 0.0)
         kl = torch.where(mask, kl_per_token(logprobs, ref, cfg.kl_estimator), 0.0)
         scores = rollout.rewards.to(device, torch.float32)
         if cfg.no_stop_penalty is not None:
             scores = torch.where(~rollout.terminated.to(device), scores + cfg.no_stop_penalty,
                                  scores)
+        scale = score_scale(scores) if cfg.scale_scores else 1.0
         if cfg.scale_scores:
             scores = whiten(scores, shift_mean=False)
+        step_rewards = None
+        if rollout.step_rewards is not None:  # multi-turn: per-turn rewards where they were paid
+            step_rewards = place_step_rewards(rollout.step_rewards[:, :g].to(device), mask,
+                                              scores, scale)
         values = rollout.values[:, :g].to(device) if rollout.values is not None else None
-        batch = Batch(ids, am, tokens, mask, logprobs, ref, kl, scores, values=values)
+        batch = Batch(ids, am, tokens, mask, logprobs, ref, kl, scores, values=values,
+                      agent_mask=agent, step_rewards=step_rewards)
         beta = self.kl_controller.beta
         kl_seq = kl.sum(-1)
         metrics = {  # over every rank's rows
@@ -228,11 +247,11 @@ class TrainableAgent:
         """Rows ``idx``, teacher-forced: ``(logprobs (n, g) of the sampled tokens, logp
         (n, g, V) over the vocabulary, values (n, g) or None)``."""
         g = b.mask.shape[1]
-        ids, am = trim_columns(b.input_ids[idx], b.attention_mask[idx], g)
+        ids, am, columns = b.forward_inputs(idx)  # multi-turn: read the agent's tokens only
         if self.uses_value_head:
-            logits, values = self.policy.forward_policy(ids, am, g)
+            logits, values = self.policy.forward_policy(ids, am, g, columns)
         else:
-            logits, values = completion_logits(self.policy.lm, ids, am, g)[0], None
+            logits, values = completion_logits(self.policy.lm, ids, am, g, columns=columns)[0], None
         logprobs, logp = token_logprobs(logits, b.tokens[idx], self.config.temperature,
                                         self.num_actions or logits.shape[-1])
         return logprobs, logp, values

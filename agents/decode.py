@@ -260,6 +260,7 @@ class DecoderSlot:
     def __init__(self) -> None:
         self.decoders: dict[tuple[Any, ...], StaticCacheDecoder] = {}
         self.disabled = False  # True once the compiled path failed or was found unavailable
+        self.multi_turn_noted = False  # the multi-turn env's eager decoding was said once
 
     def __deepcopy__(self, memo: dict[int, Any]) -> DecoderSlot:
         return DecoderSlot()
@@ -278,6 +279,16 @@ class DecoderSlot:
             warnings.warn(f"compiled decode path unavailable: {reason}; rollouts run uncompiled "
                           "(pass compile=False / --no-compile to silence this)", RuntimeWarning,
                           stacklevel=3)
+
+    def note_multi_turn(self) -> None:
+        """Say once per model that a multi-turn env decodes eagerly although compiling was on
+        (its steps feed blocks of inserted tokens of varying width; ``agents/multiturn_decode.py``)."""
+        if not self.multi_turn_noted:
+            self.multi_turn_noted = True
+            warnings.warn("compiled decode path: a multi-turn env (inserted tokens) decodes "
+                          "eagerly with the multi-turn decoder; single-turn rollouts stay "
+                          "compiled (pass compile=False / --no-compile to silence this)",
+                          RuntimeWarning, stacklevel=4)
 
     @classmethod
     def of(cls, model: torch.nn.Module) -> DecoderSlot:

@@ -109,14 +109,12 @@ def group_normalized_advantages(rewards: torch.Tensor, group_size: int, scale: b
 
 
 def select_rows(rollout: Any, rows: torch.Tensor) -> Any:
-    """A :class:`~tokengym.agents.rollout.Rollout` holding only ``rows`` (a ``(M,)`` index)."""
-    from dataclasses import replace
+    """A :class:`~tokengym.agents.rollout.Rollout` holding only ``rows`` (a ``(M,)`` index):
+    every per-row tensor (multi-turn ones included) and info."""
+    from dataclasses import fields, replace
 
     idx = rows.tolist()
-    return replace(
-        rollout, prompt_ids=rollout.prompt_ids[rows], prompt_mask=rollout.prompt_mask[rows],
-        tokens=rollout.tokens[rows], mask=rollout.mask[rows], logprobs=rollout.logprobs[rows],
-        rewards=rollout.rewards[rows], terminated=rollout.terminated[rows],
-        values=None if rollout.values is None else rollout.values[rows],
-        infos=[rollout.infos[i] for i in idx] if rollout.infos else [],
-    )
+    picked = {f.name: getattr(rollout, f.name)[rows] for f in fields(rollout)
+              if isinstance(getattr(rollout, f.name), torch.Tensor)}
+    return replace(rollout, **picked,
+                   infos=[rollout.infos[i] for i in idx] if rollout.infos else [])

@@ -47,6 +47,7 @@ from typing import Any
 import torch
 
 from tokengym.agents.agent_config import DTYPES, ConfigMixin
+from tokengym.agents.batch import agent_columns
 from tokengym.agents.groups import PromptGroups, group_view, select_rows
 from tokengym.agents.policy import ActorCritic
 from tokengym.agents.rollout import Rollout, collect_rollout
@@ -194,10 +195,12 @@ class GreedyAgent(SampleAgent):
         rollout, metrics = super().evaluate(envs, seed)
         ids, mask = rollout.sequences()
         device = self.policy.device
+        agent = rollout.sequence_agent_mask()  # multi-turn: the agent's tokens only
+        columns = None if agent is None else agent_columns(agent, rollout.tokens.shape[1])
         # Temperature 1: the reference's own distribution, which greedy decoding departs from.
         ref_logp = self.policy.reference_logprobs(
             ids.to(device), mask.to(device), rollout.tokens.to(device), 1.0,
-            int(envs.single_action_space.n),
+            int(envs.single_action_space.n), None if columns is None else columns.to(device),
         ).cpu()
         kl = -(ref_logp * rollout.mask).sum(-1)  # (N,) KL(point mass || ref) per episode
         metrics["kl_mean"] = metrics["kl_k1_mean"] = float(kl.mean())

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from tokengym.agents.decode import forward_kwarg_names
+from tokengym.agents.multiturn_decode import per_row_logits_to_keep
 
 
 def completion_logits(
@@ -32,24 +33,32 @@ def completion_logits(
     gen_len: int,
     *,
     hidden: bool = False,
+    columns: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One teacher-forced forward over ``prompt + completion``; logits that predict the completion.
 
     Args:
-        input_ids, attention_mask: ``(N, P + G)`` in the env's layout (left-padded prompt).
-        gen_len: G, the number of completion columns at the end.
+        input_ids, attention_mask: ``(N, L)`` in the env's layout (left-padded prompt).
+        gen_len: G, the number of completion (agent) tokens to predict.
         hidden: also return the last hidden states at the same positions.
+        columns: ``(N, G)`` int64, the column of each agent token (multi-turn sequences, where
+            inserted tokens sit between them; :func:`~tokengym.agents.batch.agent_columns`); the
+            output at ``column - 1`` predicts it. None: the agent's tokens are the last G columns.
 
     Returns:
         ``(logits (N, G, V), hidden (N, G, H) or None)``: position ``t`` holds the prediction
-        of completion token ``t`` (made at column ``P - 1 + t``).
+        of completion token ``t`` (made at column ``P - 1 + t``, or ``columns[:, t] - 1``).
     """
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     kwargs: dict[str, Any] = {}
     _, keep = forward_kwarg_names(model)
-    if keep:
+    reads = None if columns is None else (columns - 1).clamp(min=0)  # (N, G) output columns
+    per_row = reads is not None and keep is not None and per_row_logits_to_keep(model)
+    if keep and reads is None:
         # Only the last G + 1 positions' logits are needed: skips the (N, P, V) prompt logits.
         kwargs[keep] = gen_len + 1
+    elif per_row:
+        kwargs[keep] = reads  # (N, G, V) logits at exactly those columns
     out = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -58,8 +67,13 @@ def completion_logits(
         output_hidden_states=hidden,
         **kwargs,
     )
-    logits = out.logits[:, -(gen_len + 1):-1]
-    states = out.hidden_states[-1][:, -(gen_len + 1):-1] if hidden else None
+    if reads is None:
+        logits = out.logits[:, -(gen_len + 1):-1]
+        states = out.hidden_states[-1][:, -(gen_len + 1):-1] if hidden else None
+        return logits, states
+    logits = out.logits if per_row else torch.take_along_dim(out.logits, reads[..., None], dim=1)
+    states = torch.take_along_dim(out.hidden_states[-1], reads[..., None], dim=1) \
+        if hidden else None
     return logits, states
 
 
@@ -161,39 +175,42 @@ class ActorCritic(nn.Module):
         return self.values_from_hidden if self.value_trunk is None else None
 
     def forward_policy(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, gen_len: int
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, gen_len: int,
+        columns: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced policy logits ``(N, G, V)`` and values ``(N, G)``, with gradients.
 
-        One forward of the policy trunk (plus one of the value trunk when separate).
+        One forward of the policy trunk (plus one of the value trunk when separate);
+        ``columns`` as in :func:`completion_logits` (multi-turn: agent tokens only).
         """
         shared = self.value_trunk is None
         logits, hidden = completion_logits(self.lm, input_ids, attention_mask, gen_len,
-                                           hidden=shared)
+                                           hidden=shared, columns=columns)
         if not shared:
             _, hidden = completion_logits(self.value_trunk, input_ids, attention_mask, gen_len,
-                                          hidden=True)
+                                          hidden=True, columns=columns)
         return logits, self.values_from_hidden(hidden)
 
     @torch.no_grad()
     def value_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                       gen_len: int) -> torch.Tensor:
+                       gen_len: int, columns: torch.Tensor | None = None) -> torch.Tensor:
         """``(N, G, H)`` hidden states the value head reads (the policy trunk's, shared value
         model only), without gradients: for critic steps while the trunk does not move."""
         if self.value_trunk is not None:
             raise ValueError("value_features reads the shared trunk; value_model='separate' "
                              "trains its trunk in every critic step")
-        _, hidden = completion_logits(self.lm, input_ids, attention_mask, gen_len, hidden=True)
+        _, hidden = completion_logits(self.lm, input_ids, attention_mask, gen_len, hidden=True,
+                                      columns=columns)
         return hidden
 
     @torch.no_grad()
     def separate_values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                        gen_len: int) -> torch.Tensor:
+                        gen_len: int, columns: torch.Tensor | None = None) -> torch.Tensor:
         """``(N, G)`` values from the separate value trunk (one batched forward)."""
         if self.value_trunk is None:
             raise ValueError("separate_values needs value_model='separate'")
         _, hidden = completion_logits(self.value_trunk, input_ids, attention_mask, gen_len,
-                                      hidden=True)
+                                      hidden=True, columns=columns)
         return self.values_from_hidden(hidden)
 
     @contextlib.contextmanager
@@ -207,21 +224,24 @@ class ActorCritic(nn.Module):
 
     @torch.no_grad()
     def reference_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                           tokens: torch.Tensor, temperature: float, num_actions: int
-                           ) -> torch.Tensor:
-        """``(N, G)`` reference log-probs of ``tokens`` ``(N, G)``: ONE batched forward."""
+                           tokens: torch.Tensor, temperature: float, num_actions: int,
+                           columns: torch.Tensor | None = None) -> torch.Tensor:
+        """``(N, G)`` reference log-probs of ``tokens`` ``(N, G)``: ONE batched forward
+        (``columns``: multi-turn, see :func:`completion_logits`)."""
         with self.reference() as ref:
-            logits, _ = completion_logits(ref, input_ids, attention_mask, tokens.shape[1])
+            logits, _ = completion_logits(ref, input_ids, attention_mask, tokens.shape[1],
+                                          columns=columns)
         return token_logprobs(logits, tokens, temperature, num_actions)[0]
 
     @torch.no_grad()
     def policy_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                        tokens: torch.Tensor, temperature: float, num_actions: int
-                        ) -> torch.Tensor:
+                        tokens: torch.Tensor, temperature: float, num_actions: int,
+                        columns: torch.Tensor | None = None) -> torch.Tensor:
         """``(N, G)`` policy log-probs of ``tokens`` ``(N, G)``: ONE batched teacher-forced
         forward, the path (and precision) of the update's forward; the old log-probs when the
         agent's ``recompute_logprobs`` asks for them."""
-        logits, _ = completion_logits(self.lm, input_ids, attention_mask, tokens.shape[1])
+        logits, _ = completion_logits(self.lm, input_ids, attention_mask, tokens.shape[1],
+                                      columns=columns)
         return token_logprobs(logits, tokens, temperature, num_actions)[0]
 
     # -- parameters and saving ---------------------------------------------------------------

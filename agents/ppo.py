@@ -20,7 +20,7 @@ import torch
 from tokengym.agents.advantages import gae, masked_mean, shaped_rewards, whiten
 from tokengym.agents.agent_config import CriticConfig
 from tokengym.agents.base import TrainableAgent
-from tokengym.agents.batch import Batch, trim_columns
+from tokengym.agents.batch import Batch
 from tokengym.agents.distributed import global_std
 from tokengym.agents.policy import entropy_from_logp
 from tokengym.agents.ppo_config import PPOConfig
@@ -51,11 +51,12 @@ def clipped_surrogate(advantages: torch.Tensor, log_ratio: torch.Tensor, clip_ra
 
 def gae_advantages(b: Batch, beta: float, cfg: CriticConfig) -> dict[str, float]:
     """Fill ``b.advantages`` and ``b.returns`` (value targets) of a rollout with values: KL-shaped
-    per-token rewards ``r_t = -beta * KL_t`` (+ score at the last token), GAE(``cfg.gamma``,
+    per-token rewards ``r_t = -beta * KL_t`` (+ score at the last token; multi-turn, + each
+    per-turn reward at its turn's last agent token), GAE(``cfg.gamma``,
     ``cfg.lam``), whitening (``cfg.whiten_advantages``). Returns the critic's health metrics.
     Shared with A2C."""
     rewards, _ = shaped_rewards(b.scores, b.logprobs, b.ref_logprobs, b.mask, beta,
-                                cfg.kl_estimator)
+                                cfg.kl_estimator, b.step_rewards)
     advantages, returns = gae(rewards, b.values, b.mask, cfg.gamma, cfg.lam)
     # When every episode scored the same, what is left is the KL penalty and the critic's own
     # errors: whitened to unit std, that noise would drive the whole update (such rollouts are
@@ -130,8 +131,8 @@ class PPOAgent(TrainableAgent):
 
         def critic_loss_fn(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             if not features:
-                features.append(self.policy.value_features(
-                    *trim_columns(b.input_ids, b.attention_mask, g), g))
+                ids, am, columns = b.forward_inputs()
+                features.append(self.policy.value_features(ids, am, g, columns))
             values = self.policy.values_from_hidden(features[0][idx])
             v_loss = clipped_value_loss(values, b.values[idx], b.returns[idx],
                                         cfg.value_clip_range)

@@ -4,6 +4,9 @@ Per token ``t`` of an episode, the return is the KL-shaped reward-to-go (``gamma
 
     G_t = score - beta * sum_{s >= t} KL_s
 
+(multi-turn: ``G_t = sum_{s >= t} (r_s - beta * KL_s)`` over the agent's tokens, ``r_s`` a
+per-turn reward at its turn's last agent token, the score at the last one)
+
 and the advantage is ``G_t - b``, with ``b`` an exponential moving average of past rollouts' mean
 episode return ``G_0`` (a baseline that does not depend on the sample keeps the gradient
 unbiased). One gradient step per rollout on ``-A_t * log pi(a_t | s_t)``, token-averaged.
@@ -47,7 +50,8 @@ class ReinforceAgent(TrainableAgent):
 
     def advantages(self, b: Batch) -> dict[str, float]:
         rewards, _ = shaped_rewards(b.scores, b.logprobs, b.ref_logprobs, b.mask,
-                                    self.kl_controller.beta, self.config.kl_estimator)
+                                    self.kl_controller.beta, self.config.kl_estimator,
+                                    b.step_rewards)
         # Reward-to-go: reversed cumulative sum over each row's steps (0 outside the mask).
         returns = rewards.flip(-1).cumsum(-1).flip(-1) * b.mask
         episode_return = global_mean(returns[:, 0])  # every rank's: the baseline is shared

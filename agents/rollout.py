@@ -9,7 +9,14 @@ Works with the native :class:`~tokengym.envs.TextGenVectorEnv` and with
 results), in the ``NEXT_STEP`` autoreset mode: a row that finished is fed a filler token until all
 rows have finished; whatever the env does with those rows afterwards is ignored. Beyond
 ``reset``/``step``, the env is read only through :func:`tokengym.envs.text_env_view` (prompt
-width, generation budget, action count).
+width, generation budget, episode width, action count).
+
+Multi-turn envs (their observation carries ``agent_mask``; :mod:`tokengym.envs.protocol`): after
+each step, the tokens a row inserted (``info["inserted_ids"]``) are fed through the cache after
+its token, before it samples again (:class:`~tokengym.agents.multiturn_decode.MultiTurnDecoder`);
+the rollout keeps each step's reward (per-turn rewards at the steps that ended turns) and the
+columns the env wrote after the prompt (:class:`~tokengym.agents.episode_columns.EpisodeColumns`),
+so the update's teacher-forced forwards see exactly the observation and read the agent's tokens.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from tokengym.agents.decode import (
     static_decoder,
     use_compile,
 )
+from tokengym.agents.episode_columns import EpisodeColumns, inserted_ids
+from tokengym.agents.multiturn_decode import MultiTurnDecoder
 from tokengym.checks import finite_reward
 from tokengym.envs.protocol import text_env_view
 
@@ -59,6 +68,9 @@ def row_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
 class Rollout:
     """One finished episode per env row, as tensors (N rows, P prompt columns, G steps).
 
+    Every per-step tensor is indexed by step = agent token (action): in a multi-turn episode
+    step ``t``'s token sits at column ``agent_columns()[:, t]``, not ``P + t``.
+
     Attributes:
         prompt_ids: ``(N, P)`` int64, left-padded prompt tokens (the env's layout).
         prompt_mask: ``(N, P)`` int64, 1 on prompt tokens.
@@ -67,9 +79,18 @@ class Rollout:
         logprobs: ``(N, G)`` float32, log-probability of each action under the sampling
             distribution (temperature applied); 0 where ``mask`` is False.
         values: ``(N, G)`` float32 value estimates from the rollout forward, or None.
-        rewards: ``(N,)`` float32, the env's reward at each episode's last step.
-        terminated: ``(N,)`` bool, the episode ended on a stop token/string (else truncated).
+        rewards: ``(N,)`` float32, each episode's return: the env's reward at its last step
+            (single-turn), the sum of its step rewards (multi-turn).
+        terminated: ``(N,)`` bool, the episode ended on a stop token/string or its responder
+            said done (else truncated).
         infos: each row's final-step info (prompt, completion, reward components...).
+        step_rewards: multi-turn only (else None): ``(N, G)`` float32, the env's reward at each
+            step (per-turn rewards at the steps that ended turns, the score added at the last).
+        episode_ids: multi-turn only: ``(N, E')`` int64, the columns after the prompt exactly as
+            the env's final observation holds them (agent and inserted tokens, then padding);
+            ``E'`` the most any row used.
+        episode_mask: multi-turn only: ``(N, E')`` int64, 1 on those tokens.
+        agent_mask: multi-turn only: ``(N, E')`` bool, True exactly on the agent's tokens.
     """
 
     prompt_ids: torch.Tensor
@@ -81,18 +102,34 @@ class Rollout:
     terminated: torch.Tensor
     values: torch.Tensor | None = None
     infos: list[dict[str, Any]] = field(default_factory=list)
+    step_rewards: torch.Tensor | None = None
+    episode_ids: torch.Tensor | None = None
+    episode_mask: torch.Tensor | None = None
+    agent_mask: torch.Tensor | None = None
 
     @property
     def lengths(self) -> torch.Tensor:
-        """``(N,)`` number of steps in each episode."""
+        """``(N,)`` number of steps (agent tokens) in each episode."""
         return self.mask.sum(-1)
 
     def sequences(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(input_ids, attention_mask)`` of shape ``(N, P + G)``: prompt then completion."""
+        """``(input_ids, attention_mask)``: prompt then completion, ``(N, P + G)``; multi-turn,
+        prompt then the episode's columns (agent and inserted tokens), ``(N, P + E')``."""
+        if self.episode_ids is not None:
+            return (torch.cat([self.prompt_ids, self.episode_ids], dim=1),
+                    torch.cat([self.prompt_mask, self.episode_mask], dim=1))
         return (
             torch.cat([self.prompt_ids, self.tokens], dim=1),
             torch.cat([self.prompt_mask, self.mask.long()], dim=1),
         )
+
+    def sequence_agent_mask(self) -> torch.Tensor | None:
+        """``(N, P + E')`` bool over :meth:`sequences`' columns, True on the agent's tokens;
+        None for a single-turn rollout (its agent tokens are the last G columns)."""
+        if self.agent_mask is None:
+            return None
+        return torch.cat([torch.zeros_like(self.prompt_mask, dtype=torch.bool),
+                          self.agent_mask], dim=1)
 
 
 class KVCacheDecoder:
@@ -151,13 +188,23 @@ class KVCacheDecoder:
 
 
 def start_decoder(model: torch.nn.Module, value_fn: Any, prompt_ids: torch.Tensor,
-                  prompt_mask: torch.Tensor, length: int, compile: bool | None
-                  ) -> tuple[KVCacheDecoder | StaticCacheDecoder, torch.Tensor, torch.Tensor | None]:
+                  prompt_mask: torch.Tensor, length: int, compile: bool | None,
+                  multi_turn: bool = False
+                  ) -> tuple[KVCacheDecoder | StaticCacheDecoder | MultiTurnDecoder, torch.Tensor,
+                             torch.Tensor | None]:
     """The rollout's decoder, started on the prompts ``(N, P)``: ``(decoder, logits (N, V),
-    values (N,) or None)``. The compiled static-cache decoder (:mod:`tokengym.agents.decode`)
-    where ``compile`` (None: on CUDA only) asks for it and it works, else the eager
-    :class:`KVCacheDecoder`; a failure switches the model to the eager path with one warning."""
-    if use_compile(compile, next(model.parameters()).device):
+    values (N,) or None)``. ``multi_turn``: the :class:`MultiTurnDecoder` (eager; asked to
+    compile, it says so once per model). Else the compiled static-cache decoder
+    (:mod:`tokengym.agents.decode`) where ``compile`` (None: on CUDA only) asks for it and it
+    works, or the eager :class:`KVCacheDecoder`; a failure switches the model to the eager path
+    with one warning."""
+    compiled = use_compile(compile, next(model.parameters()).device)
+    if multi_turn:
+        if compiled:
+            DecoderSlot.of(model).note_multi_turn()
+        decoder = MultiTurnDecoder(model, value_fn, length)
+        return decoder, *decoder.start(prompt_ids, prompt_mask)
+    if compiled:
         decoder = static_decoder(model, value_fn, prompt_ids.shape[0], length)
         if decoder is not None:
             try:
@@ -202,7 +249,8 @@ def collect_rollout(
     """Reset ``envs`` and play one episode in every row with ``model`` as the policy.
 
     Args:
-        envs: a tokengym vector env (native or ``SyncVectorEnv`` of ``TextGenEnv``), NEXT_STEP.
+        envs: a tokengym vector env (native or ``SyncVectorEnv`` of ``TextGenEnv``), NEXT_STEP;
+            single-turn or multi-turn (see the module docstring).
         model: a causal LM whose vocabulary covers the env's action space.
         seed: passed to ``envs.reset`` (row i gets ``seed + i``), fixing the prompts.
         options: passed to ``envs.reset`` (e.g. ``{"prompt": ...}``).
@@ -211,17 +259,24 @@ def collect_rollout(
         value_fn: optional value head, see :class:`KVCacheDecoder`.
         compile: decode with the compiled static-cache step (:mod:`tokengym.agents.decode`);
             None: on CUDA only. Same tokens for the same seed, up to the rounding of the kernels.
+            Multi-turn envs decode eagerly (one warning per model when asked to compile).
     """
     check_next_step_autoreset(envs)
     view = text_env_view(envs)
     prompt_len, max_new, num_actions = view.max_prompt_tokens, view.max_new_tokens, view.num_actions
     obs, _ = envs.reset(seed=seed, options=options)
     n = obs["input_ids"].shape[0]
+    multi_turn = "agent_mask" in obs  # multi-turn observations always carry it
+    width = int(getattr(view, "max_episode_tokens", max_new)) if multi_turn else max_new
     prompt_ids = torch.from_numpy(obs["input_ids"][:, :prompt_len].copy())
     prompt_mask = torch.from_numpy(obs["attention_mask"][:, :prompt_len].copy())
     decoder, logits, values = start_decoder(model, value_fn, prompt_ids, prompt_mask,
-                                            prompt_len + max_new, compile)
+                                            prompt_len + width, compile, multi_turn)
     device = logits.device
+    # Multi-turn: what the env writes after each prompt, and every step's reward.
+    columns = EpisodeColumns(n, width, int(obs["input_ids"][0, -1])) if multi_turn else None
+    step_rewards = torch.zeros(n, max_new) if multi_turn else None
+    returns = np.zeros(n, dtype=np.float64)
 
     # Log-probs and values stay on the model's device until the episode ends: the sampled
     # tokens are the only per-step device -> host copy (env.step needs them), which matters on
@@ -253,10 +308,20 @@ def collect_rollout(
         tokens[:, t] = cpu_tokens
         mask[:, t] = torch.from_numpy(running)
         _, reward, term, trunc, info = envs.step(cpu_tokens.numpy())
+        inserted: list[tuple[int, ...]] = []
+        if columns is not None:
+            stepped = np.flatnonzero(running)
+            inserted = inserted_ids(info, n)
+            columns.append(cpu_tokens, stepped, inserted)
+            for i in stepped.tolist():
+                r = finite_reward(reward[i], f"env row {i}'s step {t}")
+                step_rewards[i, t] = r
+                returns[i] += r
         ended = running & (term | trunc)
         if ended.any():
             for i in np.flatnonzero(ended):
-                rewards[i] = finite_reward(reward[i], f"env row {i}'s episode")
+                rewards[i] = returns[i] if columns is not None else finite_reward(
+                    reward[i], f"env row {i}'s episode")
                 terminated[i] = bool(term[i])
                 infos[i] = row_info(info, int(i))
             running &= ~ended
@@ -264,7 +329,11 @@ def collect_rollout(
                 break
             running_dev = torch.from_numpy(running).to(device)
             all_running = False
-        logits, values = decoder.advance(step_tokens)
+        if columns is None:
+            logits, values = decoder.advance(step_tokens)
+        else:  # each running row: its token, then what it inserted, before it samples again
+            logits, values = decoder.advance(cpu_tokens, torch.from_numpy(running), inserted)
+    episode = columns.tensors() if columns is not None else (None, None, None)
     return Rollout(
         prompt_ids=prompt_ids,
         prompt_mask=prompt_mask,
@@ -275,4 +344,8 @@ def collect_rollout(
         terminated=terminated,
         values=value_buf.cpu() if value_buf is not None else None,
         infos=infos,
+        step_rewards=step_rewards,
+        episode_ids=episode[0],
+        episode_mask=episode[1],
+        agent_mask=episode[2],
     )

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tokengym.agents.batch import agent_columns
 from tokengym.agents.policy import completion_logits, token_logprobs
 from tokengym.agents.rollout import Rollout, collect_rollout
 from tokengym.reward_models import make, score
@@ -59,10 +60,13 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
 @torch.no_grad()
 def sequence_logprobs(model: torch.nn.Module, rollout: Rollout, temperature: float,
                       num_actions: int) -> torch.Tensor:
-    """``(N, G)`` log-probs of the rollout's tokens under ``model`` (one batched forward)."""
+    """``(N, G)`` log-probs of the rollout's tokens under ``model`` (one batched forward; in a
+    multi-turn rollout, over the whole sequence, read at the agent's tokens)."""
     ids, mask = rollout.sequences()
     device = next(model.parameters()).device
-    logits, _ = completion_logits(model, ids.to(device), mask.to(device), rollout.tokens.shape[1])
+    columns = rollout_columns(rollout)
+    logits, _ = completion_logits(model, ids.to(device), mask.to(device), rollout.tokens.shape[1],
+                                  columns=None if columns is None else columns.to(device))
     return token_logprobs(logits, rollout.tokens.to(device), temperature, num_actions)[0].cpu()
 
 
@@ -77,6 +81,13 @@ def exact_token_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, temper
     logp = torch.log_softmax(policy_logits[..., :num_actions].float() / temperature, dim=-1)
     logq = torch.log_softmax(ref_logits[..., :num_actions].float() / temperature, dim=-1)
     return (logp.exp() * (logp - logq)).sum(-1).clamp(min=0.0)
+
+
+def rollout_columns(rollout: Rollout) -> torch.Tensor | None:
+    """``(N, G)`` column of each agent token in ``rollout.sequences()`` (multi-turn), or None
+    (single-turn: the last G columns)."""
+    agent = rollout.sequence_agent_mask()
+    return None if agent is None else agent_columns(agent, rollout.tokens.shape[1])
 
 
 @dataclass
@@ -102,7 +113,8 @@ def rollout_kl(policy: torch.nn.Module, reference: ReferenceLike, rollout: Rollo
 
     One teacher-forced forward of the policy and one of the reference over the rollout's
     ``prompt + completion`` sequences, in row chunks of at most ``chunk_elements`` logits
-    (at least one row).
+    (at least one row). A multi-turn rollout's sequences hold the env's inserted tokens too;
+    the KL is read at the agent's tokens only (the positions where the policy chose).
 
     Args:
         policy: the policy LM.
@@ -118,6 +130,7 @@ def rollout_kl(policy: torch.nn.Module, reference: ReferenceLike, rollout: Rollo
     ref_context = _reference_context(reference)
     ids, attn = rollout.sequences()
     tokens, mask = rollout.tokens, rollout.mask
+    columns = rollout_columns(rollout)
     n, gen_len = tokens.shape
     rows = max(1, chunk_elements // max(1, gen_len * num_actions))
     device = next(policy.parameters()).device
@@ -126,9 +139,10 @@ def rollout_kl(policy: torch.nn.Module, reference: ReferenceLike, rollout: Rollo
         sl = slice(lo, min(n, lo + rows))
         chunk_ids, chunk_attn = ids[sl].to(device), attn[sl].to(device)
         chunk_tokens = tokens[sl].to(device)
-        pol_logits, _ = completion_logits(policy, chunk_ids, chunk_attn, gen_len)
+        cols = None if columns is None else columns[sl].to(device)
+        pol_logits, _ = completion_logits(policy, chunk_ids, chunk_attn, gen_len, columns=cols)
         with ref_context() as ref:
-            ref_logits, _ = completion_logits(ref, chunk_ids, chunk_attn, gen_len)
+            ref_logits, _ = completion_logits(ref, chunk_ids, chunk_attn, gen_len, columns=cols)
         exact[sl] = exact_token_kl(pol_logits, ref_logits, temperature, num_actions).cpu()
         ref_lp[sl] = token_logprobs(ref_logits, chunk_tokens, temperature, num_actions)[0].cpu()
         ref_lp1[sl] = (ref_lp[sl] if temperature == 1.0 else
