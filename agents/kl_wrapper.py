@@ -122,6 +122,9 @@ class KLPenaltyWrapper(gym.Wrapper):
     subtracted from the reward); with a policy also ``logprob`` and ``kl`` (``KL_t``), and on
     the last step ``episode_kl`` (the episode's summed ``KL_t``, also appended to
     ``episode_kls``). The observation, termination and truncation are the env's.
+
+    Multi-turn envs: ``KL_t`` is taken at every agent token (step) with the env's inserted tokens
+    (``info["inserted_ids"]``) in the context, never on the inserted tokens themselves.
     """
 
     def __init__(
@@ -216,6 +219,8 @@ class KLPenaltyWrapper(gym.Wrapper):
             penalty = -self.beta * ref_lp
         info["kl_penalty"] = penalty
         self._generated.append(token)
+        # Multi-turn: the env's inserted tokens follow the agent's (context, not actions).
+        self._generated.extend(int(t) for t in info.get("inserted_ids", ()))
         if (terminated or truncated) and self._policy is not None:
             info["episode_kl"] = self._episode_kl
             self.episode_kls.append(self._episode_kl)

@@ -69,16 +69,22 @@ class TokenIdsExtractor(BaseFeaturesExtractor):
         return torch.stack(parts, dim=1)
 
 
+_OBS_KEYS = {"input_ids", "attention_mask"}
+
+
 def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
     if not isinstance(action_space, spaces.Discrete):
         raise TypeError(f"LMActorCriticPolicy needs a Discrete action space (token ids), got {action_space}")
+    # Multi-turn envs add agent_mask: the policy reads the last real token whoever wrote it (the
+    # env's inserted tokens included), and SB3 acts, stores and learns on agent tokens only.
     if not (isinstance(observation_space, spaces.Dict)
-            and set(observation_space.spaces) == {"input_ids", "attention_mask"}):
+            and set(observation_space.spaces) in (_OBS_KEYS, _OBS_KEYS | {"agent_mask"})):
         raise TypeError("LMActorCriticPolicy needs a tokengym observation space: Dict(input_ids=Box, "
-                        f"attention_mask=Box), got {observation_space}")
+                        f"attention_mask=Box[, agent_mask=Box]), got {observation_space}")
     shapes = {k: s.shape for k, s in observation_space.spaces.items()}
     if len(set(shapes.values())) != 1 or len(shapes["input_ids"]) != 1:
-        raise TypeError(f"input_ids and attention_mask must be 1-D of the same length, got {shapes}")
+        raise TypeError(f"input_ids, attention_mask (and agent_mask) must be 1-D of the same length, "
+                        f"got {shapes}")
     if int(action_space.n) > _FLOAT32_EXACT:
         raise ValueError(f"vocabulary of {action_space.n} tokens: SB3 stores token ids as float32, "
                          f"exact only below {_FLOAT32_EXACT}")
@@ -231,6 +237,31 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         return self.lm_forward(obs)[1]
 
 
+class LimitsEndEpisodes(gym.Wrapper):
+    """Reports a multi-turn episode's truncation (``max_turns``, ``max_new_tokens``,
+    ``max_episode_tokens``) as termination, so SB3 does not bootstrap from its last observation.
+
+    SB3 adds ``gamma * V(last observation)`` to the reward of a truncated episode, as if it went
+    on; a tokengym episode cut by a limit does not (its return is what it got). Single-turn
+    episodes need no wrapper: they are truncated only with a full observation, whose value the
+    policy makes 0. :func:`train_sb3` wraps multi-turn envs in it.
+    """
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, bool(terminated or truncated), False, info
+
+
+def _sb3_wrapper(env: gym.Env, kl_kwargs: dict[str, Any] | None = None) -> gym.Env:
+    """``make_vec_env``'s ``wrapper_class``: :class:`KLPenaltyWrapper` when ``kl_kwargs``, and
+    :class:`LimitsEndEpisodes` for multi-turn envs (their observation has ``agent_mask``)."""
+    if kl_kwargs is not None:
+        env = KLPenaltyWrapper(env, **kl_kwargs)
+    if "agent_mask" in getattr(env.observation_space, "spaces", {}):
+        env = LimitsEndEpisodes(env)
+    return env
+
+
 def _find_wrapper(env: gym.Env, cls: type) -> Any:
     while isinstance(env, gym.Wrapper):
         if isinstance(env, cls):
@@ -296,10 +327,10 @@ def train_sb3(
             reference = copy.deepcopy(model).requires_grad_(False).eval()
         else:
             raise TypeError(_MODEL_TYPE_ERROR.format(type(model).__name__))
-        wrapper_kwargs = {"reference": reference, "beta": float(beta), "estimator": kl_estimator,
+        wrapper_kwargs = {"reference": reference, "beta": float(beta), "kl_estimator": kl_estimator,
                           "temperature": temperature}
-    vec_env = make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=kwargs, wrapper_kwargs=wrapper_kwargs,
-                           wrapper_class=KLPenaltyWrapper if beta > 0 else None)
+    vec_env = make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=kwargs,
+                           wrapper_kwargs={"kl_kwargs": wrapper_kwargs}, wrapper_class=_sb3_wrapper)
     pkw = {"model": model, "temperature": temperature, **dict(policy_kwargs or {})}
     sb3_model = algos[algo](LMActorCriticPolicy, vec_env, policy_kwargs=pkw, seed=seed, verbose=verbose,
                             **algo_kwargs)
