@@ -92,7 +92,9 @@ TASKS: dict[str, dict[str, Any]] = {
         "max_new_tokens": 96,
         "max_turn_tokens": 48,
         "max_turns": 4,
-        "max_insert_tokens": 48,
+        # A result or an error may echo a number the agent wrote (up to 80 characters, one
+        # token per digit): with the chat template's markup, up to ~90 tokens.
+        "max_insert_tokens": 96,
     },
     "GuessNumber": {
         "file": "guess_number_{split}.jsonl",
@@ -103,7 +105,9 @@ TASKS: dict[str, dict[str, Any]] = {
         "max_new_tokens": 64,
         "max_turn_tokens": 8,
         "max_turns": 8,
-        "max_insert_tokens": 32,
+        # "<guess> is out of range: the number is from <low> to <high>." with an 8-digit guess
+        # and the chat template's markup: 39 tokens.
+        "max_insert_tokens": 48,
         "max_episode_tokens": 256,
     },
     "Support": {
