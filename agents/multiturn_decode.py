@@ -5,13 +5,13 @@ token and, when that token ended a turn, the env's inserted tokens; rows insert 
 at different steps. :class:`MultiTurnDecoder` keeps every row's keys and values at the columns
 the env's observation has them (column ``c`` of row ``i``'s cache is column ``c`` of its
 observation), in buffers ``(N, H_kv, L, D)`` allocated once, ``L = P + E``
-(``max_prompt_tokens + max_episode_tokens``). Each :meth:`~MultiTurnDecoder.advance` feeds, for
-every row still running, its sampled token followed by the tokens it just inserted, as one
-forward over a block ``(N, K)`` (``K`` = 1 + the most tokens any row inserted in that step; 1 on
-the steps where nobody inserts): row ``i``'s ``k_i`` real tokens go to its next ``k_i`` columns,
-the rest of its block row is padding that no real token ever attends to, and the logits (and
-value) returned for row ``i`` are those after its last real token, i.e. the state from which it
-samples its next action. Rows that finished feed nothing.
+(``max_prompt_tokens + max_episode_tokens``). Each :meth:`~MultiTurnDecoder.advance` feeds every
+running row its sampled token (one single-token forward of the batch, as in single-turn decoding),
+then, if some rows inserted tokens, the inserted tokens of those rows alone as one forward over a
+block ``(M, K)`` (``M`` rows, ``K`` the most any of them inserted): row ``i``'s ``k_i`` tokens go
+to its next ``k_i`` columns, the rest of its block row is padding that no real token ever attends
+to, and the logits (and value) returned for row ``i`` are those after its last real token, i.e.
+the state from which it samples its next action. Rows that finished feed nothing.
 
 Positions are each row's count of real tokens, as in a teacher-forced forward over the
 observation (``attention_mask.cumsum(-1) - 1``), so the cached decode and the teacher-forced
@@ -44,8 +44,9 @@ class RowAlignedKVCache:
     """Keys and values of every layer in buffers ``(N, H_kv, W, D)``; each row writes its own
     columns. Quacks like a transformers ``Cache`` for the one call attention layers make.
 
-    The decoder sets :attr:`columns` ``(N, q)`` (where each of the ``q`` new entries of each row
-    goes) and :attr:`attended` (the leading columns the layers attend to) before each forward.
+    The decoder sets, before each forward, :attr:`columns` ``(M, q)`` (where each of the ``q``
+    new entries of each row goes), :attr:`attended` (the leading columns the layers attend to)
+    and :attr:`rows` (``(M,)``: the forward's rows are these rows of the cache; None: all N).
     """
 
     is_compileable = False
@@ -56,20 +57,26 @@ class RowAlignedKVCache:
         self.values: list[torch.Tensor] = []
         self.columns: torch.Tensor | None = None
         self.attended = 0
+        self.rows: torch.Tensor | None = None
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int,
                *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write ``(N, H_kv, q, D)`` keys/values at :attr:`columns`; return the attended ones."""
+        """Write ``(M, H_kv, q, D)`` keys/values at :attr:`columns`; return the attended ones."""
         if layer_idx == len(self.keys):  # the first forward (the prompt's) allocates
             n, heads, _, dim = key_states.shape
             self.keys.append(key_states.new_zeros(n, heads, self.width, dim))
             self.values.append(value_states.new_zeros(n, heads, self.width, dim))
-        index = self.columns[:, None, :, None].expand(-1, key_states.shape[1], -1,
-                                                      key_states.shape[-1])
-        self.keys[layer_idx].scatter_(2, index, key_states)
-        self.values[layer_idx].scatter_(2, index, value_states)
-        return (self.keys[layer_idx][:, :, :self.attended],
-                self.values[layer_idx][:, :, :self.attended])
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        if self.rows is None:
+            index = self.columns[:, None, :, None].expand(-1, key_states.shape[1], -1,
+                                                          key_states.shape[-1])
+            keys.scatter_(2, index, key_states)
+            values.scatter_(2, index, value_states)
+            return keys[:, :, :self.attended], values[:, :, :self.attended]
+        rows = self.rows[:, None]  # (M, 1) with columns (M, q): entries (M, q, H_kv, D)
+        keys[rows, :, self.columns] = key_states.transpose(1, 2)
+        values[rows, :, self.columns] = value_states.transpose(1, 2)
+        return keys[self.rows, :, :self.attended], values[self.rows, :, :self.attended]
 
     def grow(self, width: int) -> None:
         """Widen every buffer to ``width`` columns (padding entries near the end need room)."""
@@ -163,6 +170,10 @@ class MultiTurnDecoder:
         """Feed each running row its token ``tokens[i]`` then ``inserted[i]``; returns the next
         logits ``(N, V)`` (and values ``(N,)``), garbage on rows that do not run.
 
+        One single-token forward of every row, then, when some rows inserted tokens, one forward
+        of those rows alone over their inserted tokens (padded to the longest), whose logits
+        replace theirs: the other rows pay nothing for an insertion.
+
         Args:
             tokens: ``(N,)`` the sampled tokens.
             running: ``(N,)`` bool, the rows whose episode goes on (None: every row).
@@ -170,38 +181,50 @@ class MultiTurnDecoder:
         """
         n = tokens.shape[0]
         run = torch.ones(n, dtype=torch.bool) if running is None else running.cpu()
+        logits, values = self._feed(None, tokens.to(self.device).view(-1, 1),
+                                    run.long().to(self.device))
         extra = [len(inserted[i]) if inserted is not None and run[i] else 0 for i in range(n)]
-        counts = run.long() + torch.tensor(extra, dtype=torch.long)  # (N,) real tokens per row
-        width = max(int(counts.max()), 1)
-        block = torch.zeros(n, width, dtype=torch.long)
-        block[:, 0] = tokens.cpu()
-        for i, k in enumerate(extra):
-            if k:
-                block[i, 1:1 + k] = torch.as_tensor(list(inserted[i]), dtype=torch.long)
-        return self._feed(block.to(self.device), counts.to(self.device))
+        rows = [i for i, k in enumerate(extra) if k]
+        if rows:
+            block = torch.zeros(len(rows), max(extra), dtype=torch.long)
+            for j, i in enumerate(rows):
+                block[j, :extra[i]] = torch.as_tensor(list(inserted[i]), dtype=torch.long)
+            index = torch.tensor(rows, device=self.device)
+            counts = torch.tensor([extra[i] for i in rows], device=self.device)
+            sub_logits, sub_values = self._feed(index, block.to(self.device), counts)
+            logits[index] = sub_logits
+            if values is not None:
+                values[index] = sub_values
+        return logits, values
 
-    def _feed(self, block: torch.Tensor, counts: torch.Tensor
+    def _feed(self, rows: torch.Tensor | None, block: torch.Tensor, counts: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One forward of ``block`` ``(N, K)``, of which row ``i``'s first ``counts[i]`` are real."""
-        n, k = block.shape
+        """One forward of ``block`` ``(M, K)`` for cache rows ``rows`` ``(M,)`` (None: all),
+        of which row ``j``'s first ``counts[j]`` tokens are real (the rest padding)."""
+        m, k = block.shape
+        select = slice(None) if rows is None else rows
         steps = torch.arange(k, device=self.device)
-        cols = self.next_column[:, None] + steps  # (N, K) each entry's column
+        cols = self.next_column[select][:, None] + steps  # (M, K) each entry's column
         attended = int(cols.max()) + 1
         if attended > self.cache.width:
             self.cache.grow(attended)
-            pad = torch.full((n, attended - self.open.shape[1]), self.low, dtype=self.dtype,
-                             device=self.device)
+            pad = torch.full((self.open.shape[0], attended - self.open.shape[1]), self.low,
+                             dtype=self.dtype, device=self.device)
             self.open = torch.cat([self.open, pad], 1)
-        # (N, 1, K, W): what the row had before, plus the block's own columns up to the query's.
-        mask = self.open[:, None, None, :attended].expand(n, 1, k, attended).clone()
+        # (M, 1, K, W): what the row had before, plus the block's own columns up to the query's.
+        mask = self.open[select, :attended][:, None, None, :].expand(m, 1, k, attended).clone()
         causal = torch.where(steps[None, :] <= steps[:, None], 0.0, self.low).to(self.dtype)
-        rows = torch.arange(n, device=self.device)
-        mask[rows[:, None, None], 0, steps[None, :, None], cols[:, None, :]] = causal
-        self.cache.columns, self.cache.attended = cols, attended
-        positions = self.next_position[:, None] + steps
-        logits, values = self._forward(block, mask, positions, (counts - 1).clamp(min=0))
+        local = torch.arange(m, device=self.device)
+        mask[local[:, None, None], 0, steps[None, :, None], cols[:, None, :]] = causal
+        self.cache.rows, self.cache.columns, self.cache.attended = rows, cols, attended
+        positions = self.next_position[select][:, None] + steps
+        try:
+            logits, values = self._forward(block, mask, positions, (counts - 1).clamp(min=0))
+        finally:
+            self.cache.rows = None
         real = steps[None, :] < counts[:, None]
-        self.open[rows[:, None].expand(n, k)[real], cols[real]] = 0.0
-        self.next_column += counts
-        self.next_position += counts
+        owner = local if rows is None else rows
+        self.open[owner[:, None].expand(m, k)[real], cols[real]] = 0.0
+        self.next_column[select] += counts
+        self.next_position[select] += counts
         return logits, values
