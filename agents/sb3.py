@@ -105,6 +105,11 @@ class LMActorCriticPolicy(ActorCriticPolicy):
     ``optimizer_class(lm + value head parameters, lr=lr_schedule(1), **optimizer_kwargs)``.
     The LM stays in eval mode (dropout off) in rollout and update alike, so the update's log-probs
     are those of the distribution that was sampled (tokengym's own PPO does the same).
+
+    Multi-turn envs (observations with ``agent_mask``) are accepted: one SB3 step is one agent
+    token and the env's inserted tokens are context in the next observation, so SB3's loss, values
+    and entropy are on agent tokens only; wrap such envs in :class:`LimitsEndEpisodes` (as
+    :func:`train_sb3` does) so that an episode cut at the env's limits is not bootstrapped.
     """
 
     def __init__(
