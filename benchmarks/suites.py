@@ -49,7 +49,8 @@ class TaskInfo:
             compound, in [-1, 1]); Keywords 1 (the fraction of the concepts used, in [0, 1]);
             Length 1 (``max(0, 1 - |words - K| / tolerance)``, in [0, 1]); Arithmetic 1 (1 for a
             right answer, else 0); Overoptimization ``None`` (the proxy is a Bradley-Terry
-            logit, unbounded).
+            logit, unbounded); Calculator 1 (the final answer right, else 0); GuessNumber 1 (the
+            secret found within k turns, else 0).
     """
 
     env_id: str
@@ -65,6 +66,9 @@ TASKS: dict[str, TaskInfo] = {
     "Arithmetic": TaskInfo("tokengym/Arithmetic-v0", max_reward=1.0),
     "Overoptimization": TaskInfo("tokengym/Overoptimization-v0", gold="vader",
                                  needs_policy_model=True),
+    # Multi-turn (a responder answers each agent turn): a calculator tool, a guessing game.
+    "Calculator": TaskInfo("tokengym/Calculator-v0", max_reward=1.0),
+    "GuessNumber": TaskInfo("tokengym/GuessNumber-v0", max_reward=1.0),
 }
 
 # What a variant label may look like: it names run directories (runs/<task>/<label>/seed<k>).
@@ -279,14 +283,18 @@ SUITES: dict[str, Suite] = {
         agent_overrides={},
     ),
     # The same protocol sized for a GPU: every task, every agent, 5 seeds, 12,800 episodes of 24
-    # new tokens per trainable run, the frontier on every task.
+    # new tokens per trainable run, the frontier on every task. The multi-turn tasks keep their
+    # own agent-token budgets (96 over up to 4 turns, 64 over up to 8), as many tokens as the
+    # others in all (token_budget), so fewer episodes.
     "full": Suite(
         name="full", model="smollm2-135m", tasks=tuple(TASKS),
         agents=(*_TRAINABLE, "a2c", *_FRONTIER, "best-of-n", "greedy", "sample"),
         seeds=5, iterations=200, num_envs=64, eval_episodes=100, eval_every=20,
         checkpoint_every=20, token_budget=200 * 64 * 24, variants=_FRONTIER,
         env_kwargs={"*": {"max_new_tokens": 24},
-                    "Overoptimization": {"proxy": {"num_prompts": 240, "k": 8, "epochs": 20}}},
+                    "Overoptimization": {"proxy": {"num_prompts": 240, "k": 8, "epochs": 20}},
+                    "Calculator": {"max_new_tokens": 96},
+                    "GuessNumber": {"max_new_tokens": 64}},
         agent_overrides={},
     ),
 }
