@@ -60,3 +60,9 @@ def test_heldout_compares_a_finished_run_with_its_untrained_policy(tmp_path: Pat
     assert "exact KL" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no config.json"):
         heldout_main([str(tmp_path)])
+    # the linear-probe bound on a value head reads the same run
+    from tokengym.benchmarks.value_probe import main as probe_main
+    assert probe_main([str(out), "--batches", "3", "--episodes", "4", "--layer", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("48 tokens, 16 held out") and len(lines) == 5
+    assert all("held out" in line for line in lines[1:])
