@@ -32,7 +32,16 @@ import numpy as np
 import torch
 
 from tokengym.agents.advantages import place_step_rewards, score_scale, whiten
-from tokengym.agents.batch import Batch, LossFn, forward_inputs, rollout_seed, token_mean
+from tokengym.agents.batch import (
+    Batch,
+    LossFn,
+    agent_columns,
+    forward_inputs,
+    forward_span,
+    rollout_seed,
+    token_mean,
+    trim_columns,
+)
 from tokengym.agents.distributed import (
     all_reduce_sum,
     broadcast_module,
@@ -179,13 +188,15 @@ class TrainableAgent:
         logprobs = rollout.logprobs[:, :g].to(device)
         agent = rollout.sequence_agent_mask()
         if agent is None:
-            full = (torch.cat([rollout.prompt_ids, rollout.tokens[:, :g]], 1),
-                    torch.cat([rollout.prompt_mask, rollout.mask[:, :g].long()], 1))
-        else:
-            full, agent = rollout.sequences(), agent.to(device)
-        ids, am, columns = forward_inputs(full[0].to(device), full[1].to(device), agent, g)
-        if agent is not None:
-            agent = agent[:, agent.shape[1] - ids.shape[1]:]  # the columns ids kept
+            ids, am = trim_columns(
+                torch.cat([rollout.prompt_ids, rollout.tokens[:, :g]], 1).to(device),
+                torch.cat([rollout.prompt_mask, rollout.mask[:, :g].long()], 1).to(device), g)
+            columns = None
+        else:  # the whole sequence, agent and inserted tokens, read at the agent's tokens
+            ids, am = rollout.sequences()
+            start, end = forward_span(am, agent)
+            ids, am, agent = (x[:, start:end].to(device) for x in (ids, am, agent))
+            columns = agent_columns(agent, g)
         ref = self.policy.reference_logprobs(ids, am, tokens, cfg.temperature, num_actions,
                                              columns)
         ref = torch.where(mask, ref, 0.0)

@@ -67,23 +67,39 @@ def agent_columns(agent_mask: torch.Tensor, steps: int) -> torch.Tensor:
     return torch.where(t[None, :] < count[:, None], order, last)
 
 
+def forward_span(attention_mask: torch.Tensor, agent_mask: torch.Tensor) -> tuple[int, int]:
+    """``(start, end)``: the columns a teacher-forced forward over a multi-turn batch needs.
+
+    ``start``: the first column any row uses, at most the one before the first agent token
+    (leading all-padding columns change nothing: positions come from ``attention_mask``);
+    ``end``: one past the last agent token of any row (a causal model's output at a column
+    sees only the columns before it, so the env's last replies change no output that is read).
+    """
+    agent = agent_mask.any(0).nonzero()
+    if not agent.numel():
+        return 0, attention_mask.shape[1]
+    first_agent, end = int(agent[0]), int(agent[-1]) + 1
+    used = attention_mask[:, :end].any(0).nonzero()
+    first = int(used[0]) if used.numel() else 0
+    return max(min(first, first_agent - 1), 0), end
+
+
 def forward_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    agent_mask: torch.Tensor | None, steps: int
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """The inputs of a teacher-forced forward over ``steps`` agent tokens:
     ``(input_ids, attention_mask, columns)`` with leading all-padding columns dropped.
 
-    ``agent_mask`` ``(N, L)`` (multi-turn) gives ``columns`` ``(N, steps)``, the (trimmed)
-    column of each agent token (:func:`agent_columns`); None (single-turn: the agent's tokens are
-    the last ``steps`` columns) gives ``columns=None``, and exactly :func:`trim_columns`.
+    ``agent_mask`` ``(N, L)`` (multi-turn) gives the columns of :func:`forward_span` and
+    ``columns`` ``(N, steps)``, the column of each agent token in them (:func:`agent_columns`);
+    None (single-turn: the agent's tokens are the last ``steps`` columns) gives
+    ``columns=None``, and exactly :func:`trim_columns`.
     """
     if agent_mask is None:
         return *trim_columns(input_ids, attention_mask, steps), None
-    used = agent_mask.any(0).nonzero()
-    first_agent = int(used[0]) if used.numel() else input_ids.shape[1] - 1
-    ids, am = trim_columns(input_ids, attention_mask, input_ids.shape[1] - first_agent)
-    cut = input_ids.shape[1] - ids.shape[1]
-    return ids, am, agent_columns(agent_mask[:, cut:], steps)
+    start, end = forward_span(attention_mask, agent_mask)
+    return (input_ids[:, start:end], attention_mask[:, start:end],
+            agent_columns(agent_mask[:, start:end], steps))
 
 
 @dataclass

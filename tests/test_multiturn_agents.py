@@ -52,11 +52,14 @@ def _one_step_agents(name: str, envs: Any) -> tuple[Any, Any]:
                  for _ in range(2))
 
 
-def _perturbing(lm: torch.nn.Module, agent_mask: torch.Tensor, where: str):
-    """A hook on the final norm (what logits AND values read) adding noise at the columns that
-    predict a non-agent token (``where="others"``) or an agent token (``"agent"``)."""
-    predicts_agent = torch.zeros_like(agent_mask)
-    predicts_agent[:, :-1] = agent_mask[:, 1:]
+def _perturbing(lm: torch.nn.Module, batch: Any, where: str):
+    """A hook on the final norm (what logits AND values read) adding noise, in the update's
+    forward over the whole batch, at the columns that predict a non-agent token
+    (``where="others"``: prompt, inserted and padding tokens) or an agent token (``"agent"``)."""
+    ids, _, columns = batch.forward_inputs()
+    predicts_agent = torch.zeros(ids.shape, dtype=torch.bool)
+    rows = torch.arange(ids.shape[0])[:, None].expand_as(columns)
+    predicts_agent[rows[batch.mask], columns[batch.mask] - 1] = True
     chosen = predicts_agent if where == "agent" else ~predicts_agent
 
     def hook(module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
@@ -80,7 +83,7 @@ def test_inserted_tokens_contribute_nothing_to_the_loss(tokenizer, name: str) ->
     assert inserted[:, 8:].any(), "the rollout inserted nothing"
     grads = {}
     for agent, where in ((plain, None), (perturbed, "others")):
-        handle = _perturbing(agent.policy.lm, batch.agent_mask, where) if where else None
+        handle = _perturbing(agent.policy.lm, batch, where) if where else None
         metrics = agent.update(copy.deepcopy(batch))
         if handle is not None:
             handle.remove()
@@ -90,7 +93,7 @@ def test_inserted_tokens_contribute_nothing_to_the_loss(tokenizer, name: str) ->
     assert all(torch.equal(a, b) for a, b in zip(g0, g1))
     assert m0 == m1
     control, _ = _one_step_agents(name, envs)
-    handle = _perturbing(control.policy.lm, batch.agent_mask, "agent")
+    handle = _perturbing(control.policy.lm, batch, "agent")
     control.update(copy.deepcopy(batch))
     handle.remove()
     g2 = [p.grad for p in control.params if p.grad is not None]
