@@ -69,7 +69,8 @@ class Rollout:
     """One finished episode per env row, as tensors (N rows, P prompt columns, G steps).
 
     Every per-step tensor is indexed by step = agent token (action): in a multi-turn episode
-    step ``t``'s token sits at column ``agent_columns()[:, t]``, not ``P + t``.
+    step ``t``'s token sits at the ``t``-th True column of :meth:`sequence_agent_mask`
+    (:func:`tokengym.agents.batch.agent_columns`), not at ``P + t``.
 
     Attributes:
         prompt_ids: ``(N, P)`` int64, left-padded prompt tokens (the env's layout).
