@@ -15,7 +15,9 @@ machine hits every row):
   the cost of running the model over the same number of columns, in single-token steps.
 
 Reported: seconds, agent tokens/s, and the ratio ``generate seconds / rollout seconds``
-(1.0 = as fast as ``generate`` of the agent's tokens). Run: ``python -m
+(1.0 = as fast as ``generate`` of the agent's tokens); and the multi-turn rollout against its
+floor: the single-turn rollout's seconds per token times the tokens the model must see (agent
+plus inserted), since every inserted token goes through the model once. Run: ``python -m
 tokengym.benchmarks.multiturn_speed [--model NAME] [--num-envs N] [--max-new-tokens G]
 [--repeats R] [--device cpu]``.
 """
@@ -101,6 +103,14 @@ def main(argv: list[str] | None = None) -> int:
           f"{base / med['single-turn rollout']:.2f}x); against generate of {columns} tokens "
           f"(the longest row's agent + inserted columns): "
           f"{med[f'generate {columns} tokens'] / med['multi-turn rollout']:.2f}x")
+    # The multi-turn rollout runs the model over every agent AND inserted token: at the
+    # single-turn rollout's cost per token, that many tokens take `floor` seconds.
+    fed = n * g + int(inserted.sum())
+    floor = med["single-turn rollout"] / (n * g) * fed
+    print(f"tokens through the model: {fed} ({n * g} agent + {int(inserted.sum())} inserted); at "
+          f"the single-turn rollout's {1000 * med['single-turn rollout'] / (n * g):.1f} ms per "
+          f"token that is {floor:.3f} s: the multi-turn rollout runs at "
+          f"{floor / med['multi-turn rollout']:.2f}x of that floor")
     return 0
 
 
