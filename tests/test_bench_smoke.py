@@ -164,6 +164,7 @@ def test_jobs_split_the_runs_between_processes_with_the_same_results(tmp_path, c
     bench = json.loads((tmp_path / "jobs" / "bench.json").read_text())
     assert bench["shards"] == 2 and f"({threads} thread(s) per process)" in bench["machine"]
     assert "--jobs" not in bench["command"]  # the runs are those of the one-process command
+    assert bench["command"].count("--out") == 1 and "--command-argv" not in bench["command"]
     assert "- Parallel: 2 processes" in (tmp_path / "jobs" / "RESULTS.md").read_text()
 
     # The same runs in this process, with the same thread count, give the same numbers.

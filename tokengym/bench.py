@@ -137,7 +137,9 @@ def command_line(args: argparse.Namespace, out: str) -> str:
     words = ["tokengym", "bench"]
     for key, value in vars(args).items():
         # --shard and --jobs only split the work: the one-process command names the same runs.
-        if (key in ("report", "out", "perf_timeout", "shard", "jobs") or value is None
+        # command_argv: the CLI's copy of the arguments themselves (tokengym.cli), not a flag.
+        if (key in ("report", "out", "perf_timeout", "shard", "jobs", "command_argv")
+                or value is None
                 or value is False or value == []):
             continue
         flag = "--" + key.replace("_", "-")
