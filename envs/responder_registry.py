@@ -24,6 +24,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
+from tokengym.checks import factory_arguments
 from tokengym.envs.responders import Responder, responder_name
 
 __all__ = ["BUILTINS", "ENTRY_POINT_GROUP", "available", "make_responder", "register",
@@ -95,21 +96,7 @@ def _one_argument_problem(sig: inspect.Signature, *, drop_self: bool = False) ->
 
 
 def _check_arguments(name: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> None:
-    try:
-        params = list(inspect.signature(factory).parameters.values())
-    except (TypeError, ValueError):
-        return
-    named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    accepted = ", ".join(p.name for p in named) or "none"
-    if not any(p.kind is p.VAR_KEYWORD for p in params):
-        unknown = sorted(set(kwargs) - {p.name for p in named})
-        if unknown:
-            raise TypeError(f"responder {name!r} got unknown keyword argument(s) {unknown}; "
-                            f"accepted: {accepted}")
-    missing = [p.name for p in named if p.default is p.empty and p.name not in kwargs]
-    if missing:
-        raise TypeError(f"responder {name!r} is missing required argument(s) {missing}: pass "
-                        f"them in responder_kwargs={{...}}; accepted: {accepted}")
+    factory_arguments(f"responder {name!r}", factory, kwargs, "in responder_kwargs={...}")
 
 
 def _from_import_string(spec: str, kwargs: dict[str, Any]) -> Responder:

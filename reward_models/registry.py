@@ -20,6 +20,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
+from tokengym.checks import factory_arguments
 from tokengym.reward_models.base import RewardFn, reward_model_name
 from tokengym.reward_models.preference import load_saved
 
@@ -133,27 +134,8 @@ def _class_problem(cls: type) -> str | None:
 
 
 def _check_arguments(name: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> None:
-    """Refuse keyword arguments ``factory`` does not take, and missing required ones, naming
-    what it accepts (rather than Python's bare ``__init__() got an unexpected keyword``)."""
-    try:
-        params = list(inspect.signature(factory).parameters.values())
-    except (TypeError, ValueError):  # no signature to inspect: let the call speak
-        return
-    named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    accepted = ", ".join(p.name for p in named) or "none"
-    if not any(p.kind is p.VAR_KEYWORD for p in params):
-        unknown = sorted(set(kwargs) - {p.name for p in named})
-        if unknown:
-            raise TypeError(
-                f"reward model {name!r} got unknown keyword argument(s) {unknown}; accepted: "
-                f"{accepted}"
-            )
-    missing = [p.name for p in named if p.default is p.empty and p.name not in kwargs]
-    if missing:
-        raise TypeError(
-            f"reward model {name!r} is missing required argument(s) {missing}: pass them as "
-            f"keyword arguments (an env's reward_model_kwargs={{...}}); accepted: {accepted}"
-        )
+    factory_arguments(f"reward model {name!r}", factory, kwargs,
+                      "as keyword arguments (an env's reward_model_kwargs={...})")
 
 
 def _check_callable(rm: Any) -> None:

@@ -6,6 +6,7 @@ Each returns the value (converted where that is safe) or raises a ``ValueError``
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Mapping
@@ -87,3 +88,27 @@ def finite_reward(value: float, where: str) -> float:
         raise NonFiniteError(f"{where}: reward {value!r} is not a finite float32 (|r| <= "
                              f"{FLOAT32_MAX:.3g}); check the reward model")
     return value
+
+
+def factory_arguments(what: str, factory: Any, kwargs: dict[str, Any], where: str) -> None:
+    """Refuse keyword arguments ``factory`` does not take, and missing required ones, naming
+    what it accepts (rather than Python's bare ``__init__() got an unexpected keyword``).
+
+    ``what`` names the thing built (``"reward model 'vader'"``), ``where`` says where its
+    arguments go (``"an env's reward_model_kwargs={...}"``). A factory without an inspectable
+    signature is let through (its call will speak)."""
+    try:
+        params = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        return
+    named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    accepted = ", ".join(p.name for p in named) or "none"
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        unknown = sorted(set(kwargs) - {p.name for p in named})
+        if unknown:
+            raise TypeError(f"{what} got unknown keyword argument(s) {unknown}; accepted: "
+                            f"{accepted}")
+    missing = [p.name for p in named if p.default is p.empty and p.name not in kwargs]
+    if missing:
+        raise TypeError(f"{what} is missing required argument(s) {missing}: pass them "
+                        f"{where}; accepted: {accepted}")
