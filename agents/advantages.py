@@ -53,8 +53,8 @@ def whiten(
 
 
 def score_scale(scores: torch.Tensor) -> torch.Tensor:
-    """The factor ``whiten(scores, shift_mean=False)`` scales deviations by: 1 / std (every
-    rank's scores)."""
+    """The factor ``whiten(scores, shift_mean=False)`` scales deviations by: a 0-d tensor,
+    1 / std of ``scores`` ``(N,)`` (every rank's)."""
     return torch.rsqrt(masked_var(scores, torch.ones_like(scores, dtype=torch.bool)) + 1e-8)
 
 
