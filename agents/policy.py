@@ -34,13 +34,16 @@ def completion_logits(
     *,
     hidden: bool = False,
     columns: torch.Tensor | None = None,
+    hidden_layer: int = -1,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One teacher-forced forward over ``prompt + completion``; logits that predict the completion.
 
     Args:
         input_ids, attention_mask: ``(N, L)`` in the env's layout (left-padded prompt).
         gen_len: G, the number of completion (agent) tokens to predict.
-        hidden: also return the last hidden states at the same positions.
+        hidden: also return the hidden states at the same positions (of ``hidden_layer``,
+            an index into the model's ``hidden_states``: -1, the last, is what the value head
+            reads).
         columns: ``(N, G)`` int64, the column of each agent token (multi-turn sequences, where
             inserted tokens sit between them; :func:`~tokengym.agents.batch.agent_columns`); the
             output at ``column - 1`` predicts it. None: the agent's tokens are the last G columns.
@@ -69,10 +72,10 @@ def completion_logits(
     )
     if reads is None:
         logits = out.logits[:, -(gen_len + 1):-1]
-        states = out.hidden_states[-1][:, -(gen_len + 1):-1] if hidden else None
+        states = out.hidden_states[hidden_layer][:, -(gen_len + 1):-1] if hidden else None
         return logits, states
     logits = out.logits if per_row else torch.take_along_dim(out.logits, reads[..., None], dim=1)
-    states = torch.take_along_dim(out.hidden_states[-1], reads[..., None], dim=1) \
+    states = torch.take_along_dim(out.hidden_states[hidden_layer], reads[..., None], dim=1) \
         if hidden else None
     return logits, states
 

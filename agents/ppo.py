@@ -128,6 +128,7 @@ class PPOAgent(TrainableAgent):
         # it (shared trunk, with or without LoRA) trains on the trunk's features computed once:
         # the same gradients as loss_fn's, without a forward and backward per critic step.
         features: list[torch.Tensor] = []
+        g = b.mask.shape[1]
 
         def critic_loss_fn(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             if not features:
@@ -138,7 +139,6 @@ class PPOAgent(TrainableAgent):
                                         cfg.value_clip_range)
             return cfg.vf_coef * 0.5 * v_loss, {}
 
-        g = b.mask.shape[1]
         shared = self.policy.value_trunk is None
         return self.optimize(b, loss_fn, cfg.epochs, cfg.num_minibatches, cfg.max_approx_kl,
                              critic_loss_fn if shared else None, cfg.value_epochs)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 import tokengym.envs  # noqa: F401  (registers the env ids)
+from tokengym.agents.policy import completion_logits
 from tokengym.agents.rollout import collect_rollout
 from tokengym.benchmarks.heldout import run_settings
 from tokengym.models import load_causal_lm
@@ -50,10 +51,9 @@ def features(run: str, layer: int, batches: int, episodes: int, seed: int = 500
             r = collect_rollout(envs, lm, seed=seed + k, temperature=s["temperature"],
                                 generator=generator)
             ids, am = r.sequences()
-            g = r.tokens.shape[1]
-            out = lm(input_ids=ids, attention_mask=am, position_ids=(am.cumsum(-1) - 1).clamp(
-                min=0), use_cache=False, output_hidden_states=True)
-            h = out.hidden_states[layer][:, -(g + 1):-1].float()
+            _, h = completion_logits(lm, ids, am, r.tokens.shape[1], hidden=True,
+                                     hidden_layer=layer)
+            h = h.float()
             if layer != -1:
                 h = h / h.norm(dim=-1, keepdim=True) * h.shape[-1] ** 0.5
         for i in range(r.mask.shape[0]):
