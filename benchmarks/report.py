@@ -189,6 +189,10 @@ def results_markdown(out: str | os.PathLike[str], rows: Sequence[dict[str, Any]]
         lines.append(f"- Parallel: {bench['shards']} processes (`--jobs {bench['shards']}` or "
                      f"`--shard K/{bench['shards']}`) split the runs; a run's wall time is its "
                      "own process's, slowed by whatever shared its machine")
+    if bench.get("ranks", 1) > 1:
+        lines.append(f"- Ranks: each trainable run trained in {bench['ranks']} processes "
+                     f"(`--nproc {bench['ranks']}` or torchrun), the suite's episodes per "
+                     "iteration split between them")
     diverged = [f"{r['task']}/{r['agent']}/seed{r['seed']}" for r in rows if r["diverged"]]
     lines += [f"- Runs: {len(rows)} of {planned} finished (seeds {', '.join(map(str, seeds))})"
               + (f"; diverged (a NaN or inf stopped them, left out of every mean): "

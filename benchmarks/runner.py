@@ -21,10 +21,17 @@ reset/sampling seed ``eval_seed + k``, the same for every agent (paired comparis
 prompts drawn vary over seeds like everything else). Trained agents are evaluated through
 :func:`~tokengym.benchmarks.evaluate.evaluate_policy` against their reference, the others through
 their own ``evaluate`` (best-of-n reports its measured KL estimate and the analytic bound).
+
+Under torchrun (``tokengym bench --nproc N``, or ``torchrun ... -m tokengym bench``) every rank
+walks the same grid: each trainable run trains on all ranks at once, ``num_envs / N`` episodes
+per rank (so an iteration samples the suite's ``num_envs`` episodes and the token budget counts
+every rank's tokens, as in one process), and rank 0 alone decides what is finished, evaluates,
+runs the agents that only evaluate and writes ``eval.json``. See ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -42,6 +49,7 @@ import torch
 
 import tokengym.envs  # noqa: F401  (registers the env ids)
 from tokengym.agents.checkpoint import LATEST, checkpoints
+from tokengym.agents.distributed import barrier, broadcast_object, is_main, local_only, world_size
 from tokengym.agents.loop import RunConfig, train_loop
 from tokengym.agents.registry import config_class, get_spec, make_agent, make_config
 from tokengym.benchmarks.evaluate import distinct_n, evaluate_policy, sequence_logprobs
@@ -138,6 +146,9 @@ class BenchRunner:
         shard: ``(k, n)``: run only runs ``k, k + n, k + 2n, ...`` of :meth:`runs`, so that ``n``
             runners sharing ``out`` split the suite (finished runs are skipped by all of them).
         processes: how many runners split the suite (recorded in ``bench.json``); default n.
+
+    Under torchrun every rank builds its own runner with the same arguments (module docstring);
+    ``ValueError`` when the suite's ``num_envs`` cannot be split evenly between the ranks.
     """
 
     def __init__(self, suite: Suite, out: str | os.PathLike[str], *, keep_checkpoints: bool = False,
@@ -149,6 +160,10 @@ class BenchRunner:
         self.shard = (k, n)
         self.processes = processes or n
         self.suite = suite.validate()
+        self.ranks = world_size()
+        if suite.num_envs % self.ranks:
+            raise ValueError(f"num_envs {suite.num_envs} cannot be split between {self.ranks} "
+                             "processes: pick a multiple of the process count")
         for label in suite.agents:  # every run's config is valid before anything runs
             try:
                 make_config(*resolve_run(suite, label, 0)[::2])
@@ -157,7 +172,7 @@ class BenchRunner:
         self.command = command
         self.out = Path(out)
         self.keep_checkpoints = keep_checkpoints
-        self.log = log
+        self.log = log if is_main() else (lambda message: None)  # rank 0 speaks
         self._tokenizer: Any = None
         self._base_lm: torch.nn.Module | None = None
         self._envs: dict[tuple[str, int, str], Any] = {}  # reused: every rollout resets by seed
@@ -171,21 +186,24 @@ class BenchRunner:
         """Run (or skip, or resume) every run of this runner's shard, or the runs whose indices
         into :meth:`runs` ``todo`` yields (consumed lazily, so that processes can pull indices
         from one shared queue); returns counts of ``ran`` and ``skipped``."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.out / "bench.json", self.metadata(), sort_keys=True)
+        if is_main():
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.out / "bench.json", self.metadata(), sort_keys=True)
         counts = {"ran": 0, "skipped": 0}
         runs = self.runs()
         k, n_shards = self.shard
         for i in range(k, len(runs), n_shards) if todo is None else todo:
             (task, agent, seed), n = runs[i], i + 1
             where = run_dir(self.out, task, agent, seed)
-            if (where / "eval.json").is_file():
+            # Rank 0's answer for every rank: another rank may not see rank 0's files yet.
+            if broadcast_object((where / "eval.json").is_file() if is_main() else False):
                 counts["skipped"] += 1
                 continue
             self.log(f"[{n}/{len(runs)}] {task} / {agent} / seed {seed}")
             self.run_one(task, agent, seed)
             counts["ran"] += 1
         self.close()
+        barrier()  # the ranks leave together, once rank 0's last evaluation is written
         return counts
 
     def close(self) -> None:
@@ -220,6 +238,7 @@ class BenchRunner:
             "date": time.strftime("%Y-%m-%d"),
             "code": {"tokengym": tokengym.__version__, **(source_commit() or {})},
             "shards": self.processes,
+            "ranks": self.ranks,
         }
 
     # -- one run -----------------------------------------------------------------------------
@@ -270,23 +289,30 @@ class BenchRunner:
         ``tokengym train``; a Ctrl-C there checkpoints and raises ``KeyboardInterrupt`` here.
         ``agent_name`` is a run label: an agent name or one of the suite's variants
         (:func:`resolve_run`); the run directory is named by it, and locked while the run goes
-        (a second ``tokengym bench`` on the same run is refused, see :func:`run_lock`).
+        (a second ``tokengym bench`` on the same run is refused, see :func:`run_lock`). Under
+        torchrun, rank 0 holds the lock and returns the ``eval.json``; the other ranks train
+        with it and return ``{}``.
         """
-        with run_lock(run_dir(self.out, task, agent_name, seed)):
+        where = run_dir(self.out, task, agent_name, seed)
+        with run_lock(where) if is_main() else contextlib.nullcontext():
             return self._run_one(task, agent_name, seed)
 
     def _run_one(self, task: str, agent_name: str, seed: int) -> dict[str, Any]:
         s, where = self.suite, run_dir(self.out, task, agent_name, seed)
         algorithm, trainable, overrides = resolve_run(s, agent_name, seed)
+        main = is_main()
+        if not trainable and not main:
+            return {}  # rank 0 evaluates it alone
         gold = TASKS[task].gold
         torch.manual_seed(seed)
         lm = self.fresh_lm()
         if trainable:
-            eval_envs = self.make_envs(task, s.eval_episodes, "eval")
-            agent = make_agent(algorithm, self.make_envs(task, s.num_envs, "train"), lm, overrides)
+            overrides["num_envs"] = s.num_envs // self.ranks  # per rank, as in tokengym train
+            agent = make_agent(algorithm, self.make_envs(task, overrides["num_envs"], "train"), lm,
+                               overrides)
         else:  # evaluated only: built on the eval env, N rows per prompt for best-of-n
-            eval_envs = self.make_envs(task, overrides["num_envs"], "eval")
-            agent = make_agent(algorithm, eval_envs, lm, overrides)
+            agent = make_agent(algorithm, self.make_envs(task, overrides["num_envs"], "eval"), lm,
+                               overrides)
         tokens, wall, diverged = 0, 0.0, None
         if trainable:
             # With a token budget, `iterations` is only an upper bound (RunConfig.token_budget).
@@ -302,8 +328,9 @@ class BenchRunner:
                     agent, where, run, metadata=metadata,
                     resume_from=ckpt_root if (ckpt_root / LATEST).is_file()
                     or checkpoints(ckpt_root) else None,
-                    evaluate=lambda a: self.evaluate(a, True, lm, eval_envs, gold,
-                                                     s.eval_seed + seed),
+                    evaluate=lambda a: self.evaluate(
+                        a, True, lm, self.make_envs(task, s.eval_episodes, "eval"), gold,
+                        s.eval_seed + seed),
                     log=self.log, progress=False)
             except NonFiniteError as exc:
                 self.log(f"{task} / {agent_name} / seed {seed} diverged: {exc}")
@@ -312,11 +339,16 @@ class BenchRunner:
                 if result.interrupted:
                     raise KeyboardInterrupt
                 tokens, wall, diverged = result.tokens_total, result.wall_time_s, None
+        if not main:
+            return {}
         t0 = time.perf_counter()
         if trainable and diverged is not None:
             metrics: dict[str, Any] = {}
         else:
-            metrics = self.evaluate(agent, trainable, lm, eval_envs, gold, s.eval_seed + seed)
+            eval_envs = self.make_envs(task, s.eval_episodes if trainable else overrides["num_envs"],
+                                       "eval")
+            with local_only():  # rank 0 alone, on its own rows
+                metrics = self.evaluate(agent, trainable, lm, eval_envs, gold, s.eval_seed + seed)
         if not trainable:  # the evaluation is all they generate (best-of-n: N per prompt)
             tokens = int(metrics.get("tokens", 0))
         result = {

@@ -6,6 +6,7 @@
     tokengym bench --suite quick --jobs 2 --out DIR   # two local processes, one thread each
     tokengym bench --suite quick --shard 0/2 --out DIR   # on machine 1 ...
     tokengym bench --suite quick --shard 1/2 --out DIR   # ... and machine 2, sharing DIR
+    tokengym bench --suite full --nproc 8 --out DIR      # every training run on 8 GPUs (torchrun)
     tokengym bench --report DIR          # results.csv, RESULTS.md and plots from the run logs
     tokengym bench --suite perf --out DIR  # speed benchmarks into DIR/PERF.md
 
@@ -25,6 +26,9 @@ import sys
 import warnings
 from typing import Any
 
+from tokengym import launch
+from tokengym.agents import distributed
+from tokengym.agents.distributed import RankFailure, is_main
 from tokengym.benchmarks.perf import run_perf
 from tokengym.benchmarks.report import write_report
 from tokengym.benchmarks.runner import BenchRunner
@@ -70,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                         help="keep finished runs' checkpoints (deleted by default)")
     parser.add_argument("--perf-timeout", type=float, default=1800.0,
                         help="seconds per speed benchmark (--suite perf)")
+    launch.add_arguments(parser, nproc_help=(
+        "train each run in N processes on this machine (one per GPU), started by torchrun; the "
+        "suite's --num-envs is split between them, so the runs are the suite's own"))
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -138,7 +145,9 @@ def command_line(args: argparse.Namespace, out: str) -> str:
     for key, value in vars(args).items():
         # --shard and --jobs only split the work: the one-process command names the same runs.
         # command_argv: the CLI's copy of the arguments themselves (tokengym.cli), not a flag.
-        if (key in ("report", "out", "perf_timeout", "shard", "jobs", "command_argv")
+        # --nproc and --dist-timeout: how many processes train each run, not which runs.
+        if (key in ("report", "out", "perf_timeout", "shard", "jobs", "command_argv", "nproc",
+                    "dist_timeout")
                 or value is None
                 or value is False or value == []):
             continue
@@ -167,10 +176,12 @@ def run(args: argparse.Namespace, name: str) -> int:
     jobs = 1 if args.jobs is None else args.jobs
     if jobs < 1:
         raise SystemExit(f"--jobs must be >= 1, got {jobs}")
+    launch.check(args)
+    several = args.nproc > 1 or launch.under_torchrun()
     if args.suite == "perf":
-        if jobs > 1:
+        if jobs > 1 or several:
             raise SystemExit("--suite perf runs its speed benchmarks one at a time (each times "
-                             "the whole machine); --jobs is for the training suites")
+                             "the whole machine); --jobs and --nproc are for the training suites")
         print(f"wrote {run_perf(out, model=args.model, timeout=args.perf_timeout)}")
         return 0
     try:
@@ -182,6 +193,21 @@ def run(args: argparse.Namespace, name: str) -> int:
     if jobs > 1 and args.shard is not None:
         raise SystemExit("pass --jobs (processes on this machine) or --shard (one of several "
                          "machines), not both")
+    if jobs > 1 and several:
+        raise SystemExit("pass --jobs (several runs at once, one process each) or --nproc / "
+                         "torchrun (each run in several processes), not both")
+    if args.nproc > 1 and not launch.under_torchrun():
+        return launch.launch(args.command_argv, args.nproc, args.dist_timeout, command="bench")
+    try:
+        with distributed.session(args.dist_timeout):  # a no-op in one process
+            return _run_suite(args, suite, out, jobs, command)
+    except RankFailure as exc:
+        raise SystemExit(str(exc)) from None
+
+
+def _run_suite(args: argparse.Namespace, suite: Suite, out: str, jobs: int, command: str) -> int:
+    """Run ``suite`` into ``out`` (one process, ``--jobs`` processes, or this rank of a
+    torchrun group), then write the report (rank 0)."""
     try:
         if jobs > 1:
             counts = run_jobs(suite, out, jobs, keep_checkpoints=args.keep_checkpoints,
@@ -191,6 +217,8 @@ def run(args: argparse.Namespace, name: str) -> int:
                                  command=command, shard=args.shard or (0, 1)).run_all()
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
+    if not is_main():
+        return 0
     paths = write_report(out)
     print(f"{counts['ran']} run(s) done, {counts['skipped']} already finished (skipped)")
     print("\n".join(f"{key}: {path}" for key, path in paths.items()))

@@ -1,4 +1,5 @@
-"""``tokengym train --nproc N``: the same command in N processes on this machine, through torchrun.
+"""``tokengym train --nproc N`` (and ``tokengym bench --nproc N``): the same command in N processes
+on this machine, through torchrun.
 
 ``tokengym train --nproc 2 ARGS`` runs ``python -m torch.distributed.run --standalone
 --nproc-per-node 2 --shutdown-timeout S -m tokengym train ARGS`` (``--nproc`` left out: torchrun
@@ -26,12 +27,14 @@ from typing import Any
 from tokengym.agents.distributed import DEFAULT_TIMEOUT_S, env_problem
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+_TRAIN_NPROC_HELP = ("train in N processes on this machine, started by torchrun (1: this "
+                     "process); --num-envs is per process, so each iteration samples N x "
+                     "num-envs episodes")
+
+
+def add_arguments(parser: argparse.ArgumentParser, nproc_help: str = _TRAIN_NPROC_HELP) -> None:
     group = parser.add_argument_group("several processes (docs/distributed.md)")
-    group.add_argument("--nproc", type=int, default=1, metavar="N",
-                       help="train in N processes on this machine, started by torchrun (1: this "
-                            "process); --num-envs is per process, so each iteration samples N x "
-                            "num-envs episodes")
+    group.add_argument("--nproc", type=int, default=1, metavar="N", help=nproc_help)
     group.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
                        help="seconds a process waits for the others at a collective before it "
                             "stops with an error naming the rank that failed (default "
@@ -72,13 +75,13 @@ def without_nproc(argv: list[str]) -> list[str]:
     return out
 
 
-def launch(argv: list[str], nproc: int, timeout_s: float) -> int:
-    """Run ``tokengym train ARGV`` (less ``--nproc``) in ``nproc`` processes under torchrun;
+def launch(argv: list[str], nproc: int, timeout_s: float, command: str = "train") -> int:
+    """Run ``tokengym COMMAND ARGV`` (less ``--nproc``) in ``nproc`` processes under torchrun;
     returns torchrun's exit status, or 128 + the signal's number after a Ctrl-C or SIGTERM (as
     an interrupted run of one process does)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc-per-node={nproc}", f"--shutdown-timeout={math.ceil(timeout_s)}",
-           "-m", "tokengym", "train", *without_nproc(argv)]
+           "-m", "tokengym", command, *without_nproc(argv)]
     print(f"starting {nproc} processes: {shlex.join(cmd)}", file=sys.stderr, flush=True)
     # torchrun in its own session: a terminal's Ctrl-C reaches it once, through this process.
     proc = subprocess.Popen(cmd, start_new_session=True)
