@@ -23,6 +23,9 @@ from tokengym.benchmarks.suites import Suite
 def _job_process(todo: Any, results: Any, suite: Suite, out: str, jobs: int, threads: int,
                  keep_checkpoints: bool, command: str) -> None:
     """One process of :func:`run_jobs`: runs the indices it pulls from ``todo`` until a None."""
+    # Its own process group: a terminal's Ctrl-C reaches the parent alone, which passes it on
+    # once to every process (the same path as a `kill -INT` to the parent).
+    os.setpgrp()
     torch.set_num_threads(threads)
     hf_logging.disable_progress_bar()  # as the parent's `tokengym` main does
     runner = BenchRunner(suite, out, keep_checkpoints=keep_checkpoints, command=command,
@@ -44,10 +47,13 @@ def run_jobs(suite: Suite, out: str, jobs: int, *, keep_checkpoints: bool,
 
     Why processes and not more threads: one forward of a small model on a few CPU threads
     spends much of its time waiting at each op's barrier, so two 1-thread processes get more
-    done than one 2-thread process. Ctrl-C reaches every process (they share the terminal's
-    process group) and each stops where a one-process run would; SIGTERM to this process ends
-    them too. Rerunning the command resumes from the checkpoints.
+    done than one 2-thread process. Ctrl-C (or ``kill -INT`` to this process) is passed on to
+    every process, and each stops where a one-process run would (a second Ctrl-C aborts at
+    once); SIGTERM to this process ends them too. Rerunning the command resumes from the
+    checkpoints.
     """
+    # The processes are in their own process groups (_job_process), so that a terminal's Ctrl-C
+    # reaches them once, through `forward`, as a `kill -INT` to this process does.
     # "spawn": a fresh interpreter per process, so no torch thread pool is inherited by fork.
     context = multiprocessing.get_context("spawn")
     todo, results = context.Queue(), context.Queue()
@@ -68,23 +74,37 @@ def run_jobs(suite: Suite, out: str, jobs: int, *, keep_checkpoints: bool,
                 process.terminate()
         raise SystemExit(128 + signum)
 
+    interrupted: list[int] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        interrupted.append(signum)
+        for process in processes:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signum)
+
     print(f"{jobs} processes, {threads} thread(s) each")
     # signal handlers can only be set from the main thread (run_jobs may be called elsewhere)
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, stop) if main_thread else None
+    previous = {sig: signal.signal(sig, handler) for sig, handler in
+                ((signal.SIGTERM, stop), (signal.SIGINT, forward))} if main_thread else {}
     try:
         for process in processes:
             process.start()
         for process in processes:
             process.join()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # not in the main thread: no handler passes the signal on
         for process in processes:
-            process.join()  # each one got the same Ctrl-C and stops where its runner stops
-        raise SystemExit(f"interrupted: finished runs and checkpoints are in {out}; rerun the "
-                         "same command to resume") from None
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGINT)
+        for process in processes:
+            process.join()
+        interrupted.append(signal.SIGINT)
     finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if interrupted:
+        raise SystemExit(f"interrupted: finished runs and checkpoints are in {out}; rerun the "
+                         "same command to resume")
     failed = sum(process.exitcode != 0 for process in processes)
     counts = {"ran": 0, "skipped": 0, "failed": failed}
     for _ in range(jobs - failed):  # one result per process that finished
