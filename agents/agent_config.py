@@ -210,6 +210,10 @@ class PGConfig(ConfigMixin):
     # (torch.compile; CUDA graphs on CUDA); None = on CUDA only (on CPU it was not faster).
     # Where compiling is unavailable or fails, one warning and the eager path.
     compile: bool | None = None
+    # Shard the weights, gradients and Adam moments of the policy (and of the reference) between
+    # the processes of a multi-process run with FSDP2, for models whose training state does not
+    # fit on one device (agents/fsdp.py); checkpoints are the same files either way.
+    fsdp: bool = False
     # Recompute the old log-probs (the sampling policy's, in PPO's ratio and the KL) with one
     # teacher-forced forward, the update's own path, instead of taking the sampling forward's;
     # None = when dtype is not float32, whose rounding differs between the two paths.
@@ -243,6 +247,12 @@ class PGConfig(ConfigMixin):
                              "start from beta > 0, e.g. 0.05")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r}; accepted: {DTYPES}")
+        if self.fsdp and self.lora:
+            raise ValueError("fsdp=True with lora=True is not supported: LoRA's training state "
+                             "is already small; use one or the other")
+        if self.fsdp and self.compile:
+            raise ValueError("fsdp=True decodes eagerly (the compiled step cannot hold sharded "
+                             "weights); leave compile unset or False")
         if self.grad_accum_steps > self.num_envs:
             raise ValueError(f"grad_accum_steps={self.grad_accum_steps} > num_envs="
                              f"{self.num_envs}: a micro-batch needs at least one episode")

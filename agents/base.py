@@ -51,6 +51,7 @@ from tokengym.agents.distributed import (
     rank,
     world_size,
 )
+from tokengym.agents.fsdp import gathered, shard_policy
 from tokengym.agents.groups import PromptGroups
 from tokengym.agents.kl import kl_per_token, make_kl_controller
 from tokengym.agents.optimize import optimize
@@ -94,6 +95,8 @@ class TrainableAgent:
             )
         self.policy = policy
         broadcast_module(policy)  # every rank starts from rank 0's weights (LoRA init is random)
+        if getattr(config, "fsdp", False):
+            shard_policy(policy)  # before the optimizer: it must hold the sharded parameters
         self.group_size = int(getattr(config, "samples_per_prompt", 1))
         self.envs = self.grouped(envs) if envs is not None else None
         self.num_actions = int(envs.single_action_space.n) if envs is not None else None
@@ -155,10 +158,11 @@ class TrainableAgent:
         if seed is None:  # rank r plays rows r*E.. r*E+E-1 of one process with world_size*E rows
             seed = rollout_seed(self.config.seed, self.iteration) + rank() * envs.num_envs
         value_fn = self.policy.rollout_value_fn() if self.uses_value_head else None
-        rollout = collect_rollout(envs, self.policy.lm, seed=seed,
-                                  temperature=self.config.temperature,
-                                  generator=self.sample_generator, value_fn=value_fn,
-                                  compile=self.config.compile)
+        with gathered(self.policy.lm):  # FSDP: whole weights for the one-token forwards
+            rollout = collect_rollout(envs, self.policy.lm, seed=seed,
+                                      temperature=self.config.temperature,
+                                      generator=self.sample_generator, value_fn=value_fn,
+                                      compile=self.config.compile)
         if self.uses_value_head and rollout.values is None:  # separate value trunk
             ids, am = rollout.sequences()
             device = self.policy.device
@@ -309,7 +313,8 @@ class TrainableAgent:
 
         Samples at the training temperature with the agent's generator reseeded to ``seed`` and
         restored afterwards, so evaluating does not disturb training. No collective: in a run of
-        several processes one rank may evaluate alone.
+        several processes one rank may evaluate alone (with FSDP, inside
+        :func:`~tokengym.agents.fsdp.gathered` entered by every rank).
         """
         saved = self.sample_generator.get_state()
         self.sample_generator.manual_seed(seed)

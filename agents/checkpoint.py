@@ -40,6 +40,7 @@ from safetensors.torch import load_file, save_file
 
 from tokengym.agents import rank_state
 from tokengym.agents.distributed import is_main
+from tokengym.agents.fsdp import full_optimizer_state, is_sharded, shard_optimizer_state
 from tokengym.fileio import atomic_directory, atomic_write_text
 
 LATEST = "LATEST"
@@ -102,18 +103,24 @@ def save_checkpoint(
 
     ``agent`` needs ``policy`` (with ``trainable_state_dict``), ``optimizer``, ``config``,
     ``iteration`` and ``state_dict()``; keeps the ``keep`` newest checkpoints. In a run of
-    several processes every rank calls it and only rank 0 writes.
+    several processes every rank calls it and only rank 0 writes; with FSDP every rank first
+    helps gather the whole tensors, so the files are those of a run without it.
     """
     ranks = rank_state.gather(agent)  # every rank's random state; None in one process
     root = Path(root)
     name = f"iter_{agent.iteration:06d}"
+    sharded = any(is_sharded(p) for p in agent.policy.parameters())
+    if sharded:  # collectives: every rank takes part
+        weights, optimizer_state = (agent.policy.trainable_state_dict(),
+                                    full_optimizer_state(agent.optimizer))
     if not is_main():
         return root / name
+    if not sharded:
+        weights, optimizer_state = agent.policy.trainable_state_dict(), agent.optimizer.state_dict()
     root.mkdir(parents=True, exist_ok=True)
     with atomic_directory(root / name) as tmp:  # re-saving an iteration replaces it whole
-        weights = {k: v.contiguous().cpu() for k, v in agent.policy.trainable_state_dict().items()}
-        save_file(weights, tmp / "weights.safetensors")
-        torch.save(agent.optimizer.state_dict(), tmp / "optimizer.pt")
+        save_file({k: v.contiguous().cpu() for k, v in weights.items()}, tmp / "weights.safetensors")
+        torch.save(optimizer_state, tmp / "optimizer.pt")
         state = agent.state_dict()
         tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
         tensors["torch_rng"] = torch.get_rng_state()
@@ -272,7 +279,10 @@ def load_checkpoint(path: str | os.PathLike[str], agent: Any) -> dict[str, Any]:
         current = ckpt / "weights.safetensors"
         agent.policy.load_trainable_state_dict(weights)
         current = ckpt / "optimizer.pt"
-        agent.optimizer.load_state_dict(_match_param_groups(optimizer_state, agent.optimizer))
+        optimizer_state = _match_param_groups(optimizer_state, agent.optimizer)
+        if any(is_sharded(p) for p in agent.policy.parameters()):  # FSDP: each rank its shards
+            optimizer_state = shard_optimizer_state(optimizer_state, agent.optimizer)
+        agent.optimizer.load_state_dict(optimizer_state)
         current = ckpt / "rng.pt"
         torch.set_rng_state(torch_rng)
         agent.load_state_dict({**info["agent"], **tensors})

@@ -149,7 +149,8 @@ def all_reduce_grads(params: Iterable[nn.Parameter]) -> None:
     """
     if world_size() == 1:
         return
-    grads = [p.grad for p in params if p.grad is not None]
+    # FSDP-sharded gradients (DTensors) were already summed by FSDP's reduce-scatter.
+    grads = [p.grad for p in params if p.grad is not None and not _is_dtensor(p.grad)]
     by_kind: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
     for grad in grads:
         by_kind.setdefault((grad.dtype, grad.device), []).append(grad)
@@ -168,6 +169,10 @@ def all_reduce_grads(params: Iterable[nn.Parameter]) -> None:
                 grad.copy_(flat[offset: offset + grad.numel()].view_as(grad))
                 offset += grad.numel()
             start = end
+
+
+def _is_dtensor(tensor: torch.Tensor) -> bool:
+    return type(tensor).__name__ == "DTensor"
 
 
 def broadcast_module(module: nn.Module) -> None:

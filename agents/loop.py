@@ -60,6 +60,7 @@ from tokengym.agents.distributed import (
     rank,
     world_size,
 )
+from tokengym.agents.fsdp import gathered
 from tokengym.agents.logging import MetricsLogger, read_metrics
 from tokengym.checks import int_at_least
 from tokengym.fileio import atomic_write_jsonl, run_lock
@@ -207,13 +208,17 @@ def _train_loop(agent: Any, out: Path, run: RunConfig, metadata: dict[str, Any] 
         if evals or evals_path.exists():
             atomic_write_jsonl(evals_path, evals)
         logger = MetricsLogger(out, tensorboard=run.tensorboard, start_iteration=start)
-    tokens, wall = broadcast_object((tokens, wall))  # the token budget stops every rank at once
+    # The token budget stops every rank at once; every rank joins rank 0's evaluations.
+    tokens, wall, had_evals = broadcast_object((tokens, wall, bool(evals)))
     saved_at: int | None = None
 
-    def log_eval() -> None:  # rank 0, alone
-        with local_only():
-            record = {"iteration": agent.iteration, "tokens_total": tokens, "wall_time_s": wall,
-                      **evaluate(agent)}
+    def log_eval() -> None:  # every rank enters (FSDP: the weights are gathered); rank 0 evaluates
+        with gathered(agent.policy):
+            if not main:
+                return
+            with local_only():
+                record = {"iteration": agent.iteration, "tokens_total": tokens,
+                          "wall_time_s": wall, **evaluate(agent)}
         with evals_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -241,7 +246,7 @@ def _train_loop(agent: Any, out: Path, run: RunConfig, metadata: dict[str, Any] 
                file=sys.stderr, disable=not progress)
     stopped_by: int | None = None
     try:
-        if main and evaluate is not None and run.eval_every and not evals:
+        if evaluate is not None and run.eval_every and not had_evals:
             log_eval()
         while agent.iteration < run.iterations and not (run.token_budget
                                                         and tokens >= run.token_budget):
@@ -257,8 +262,7 @@ def _train_loop(agent: Any, out: Path, run: RunConfig, metadata: dict[str, Any] 
             bar.update(1)
             bar.set_postfix(reward=f"{record['reward_mean']:+.3f}",
                             kl=f"{record['kl_mean']:.2f}", beta=f"{record['beta']:.3g}")
-            if (main and evaluate is not None and run.eval_every
-                    and agent.iteration % run.eval_every == 0):
+            if evaluate is not None and run.eval_every and agent.iteration % run.eval_every == 0:
                 log_eval()
             if agent.iteration % run.checkpoint_every == 0:
                 save_checkpoint(ckpt_root, agent, metadata, keep=run.keep_checkpoints)

@@ -17,6 +17,7 @@ import torch
 
 from tokengym.agents.batch import Batch, LossFn
 from tokengym.agents.distributed import all_reduce_float, all_reduce_grads, all_reduce_sum
+from tokengym.agents.fsdp import all_finite, clip_grad_norm
 from tokengym.checks import NonFiniteError
 
 
@@ -93,7 +94,7 @@ def optimize(agent: Any, b: Batch, loss_fn: LossFn, epochs: int = 1, num_minibat
                 for param in agent.optimizer.param_groups[0]["params"]:
                     param.grad = None  # AdamW skips parameters without a gradient
             all_reduce_grads(agent.params)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(agent.params, max_norm))
+            grad_norm = clip_grad_norm(agent.params, max_norm)  # FSDP shards included
             if not math.isfinite(grad_norm):
                 agent.optimizer.zero_grad(set_to_none=True)
                 raise NonFiniteError(
@@ -105,7 +106,7 @@ def optimize(agent: Any, b: Batch, loss_fn: LossFn, epochs: int = 1, num_minibat
             else:
                 grad_norms.append(grad_norm)
             agent.optimizer.step()
-    if not all(bool(torch.isfinite(p).all()) for p in agent.params):
+    if not all_finite(agent.params):
         raise NonFiniteError(
             f"a weight became non-finite in iteration {agent.iteration + 1} (the learning rate "
             "is too large for this model); the run's last checkpoint is intact")

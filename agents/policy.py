@@ -23,6 +23,8 @@ import torch
 from torch import nn
 
 from tokengym.agents.decode import forward_kwarg_names
+from tokengym.agents.distributed import rank
+from tokengym.agents.fsdp import full_weights, is_sharded, load_full_weights
 from tokengym.agents.multiturn_decode import per_row_logits_to_keep
 
 
@@ -252,8 +254,12 @@ class ActorCritic(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Name -> tensor of every trainable parameter (tied weights appear once)."""
-        return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
+        """Name -> tensor of every trainable parameter (tied weights appear once). With FSDP
+        the whole tensors on the CPU, gathered by a collective every rank must call."""
+        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        if any(is_sharded(p) for _, p in named):
+            return full_weights(named)
+        return {n: p.detach() for n, p in named}
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         params = {n: p for n, p in self.named_parameters() if p.requires_grad}
@@ -263,15 +269,22 @@ class ActorCritic(nn.Module):
                 f"checkpoint does not match the policy: missing {missing[:5]}, unexpected "
                 f"{extra[:5]}; was it written with the same model and lora/value_model settings?"
             )
-        with torch.no_grad():
-            for name, p in params.items():
-                p.copy_(state[name])
+        load_full_weights(params.items(), state)  # FSDP: each rank keeps its shards
 
     def save_pretrained_policy(self, path: str, tokenizer: Any = None) -> None:
-        """Save the policy as a plain transformers model (LoRA merged into a copy) + tokenizer."""
+        """Save the policy as a plain transformers model (LoRA merged into a copy) + tokenizer.
+        With FSDP every rank must call it (the weights are gathered) and rank 0 writes."""
         model = self.lm
-        if self.lora:
-            model = copy.deepcopy(self.lm).merge_and_unload()
-        model.save_pretrained(path, safe_serialization=True)
-        if tokenizer is not None:
+        if any(is_sharded(p) for p in model.parameters()):
+            seen: set[int] = set()  # tied weights (the embedding as output head) once
+            named = [(n, t) for n, t in model.state_dict(keep_vars=True).items()
+                     if not (id(t) in seen or seen.add(id(t)))]
+            weights = full_weights(named)
+            if rank() == 0:
+                model.save_pretrained(path, state_dict=weights, safe_serialization=True)
+        elif rank() == 0:
+            if self.lora:
+                model = copy.deepcopy(self.lm).merge_and_unload()
+            model.save_pretrained(path, safe_serialization=True)
+        if tokenizer is not None and rank() == 0:
             tokenizer.save_pretrained(path)

@@ -50,6 +50,7 @@ import torch
 import tokengym.envs  # noqa: F401  (registers the env ids)
 from tokengym.agents.checkpoint import LATEST, checkpoints
 from tokengym.agents.distributed import barrier, broadcast_object, is_main, local_only, world_size
+from tokengym.agents.fsdp import gathered
 from tokengym.agents.loop import RunConfig, train_loop
 from tokengym.agents.registry import config_class, get_spec, make_agent, make_config
 from tokengym.benchmarks.evaluate import distinct_n, evaluate_policy, sequence_logprobs
@@ -339,16 +340,19 @@ class BenchRunner:
                 if result.interrupted:
                     raise KeyboardInterrupt
                 tokens, wall, diverged = result.tokens_total, result.wall_time_s, None
+        t0 = time.perf_counter()
+        metrics: dict[str, Any] = {}
+        if not (trainable and diverged is not None):
+            # Every rank joins (with FSDP the weights are gathered); rank 0 evaluates alone.
+            with gathered(agent.policy) if trainable else contextlib.nullcontext():
+                if main:
+                    eval_envs = self.make_envs(
+                        task, s.eval_episodes if trainable else overrides["num_envs"], "eval")
+                    with local_only():  # rank 0's own rows
+                        metrics = self.evaluate(agent, trainable, lm, eval_envs, gold,
+                                                s.eval_seed + seed)
         if not main:
             return {}
-        t0 = time.perf_counter()
-        if trainable and diverged is not None:
-            metrics: dict[str, Any] = {}
-        else:
-            eval_envs = self.make_envs(task, s.eval_episodes if trainable else overrides["num_envs"],
-                                       "eval")
-            with local_only():  # rank 0 alone, on its own rows
-                metrics = self.evaluate(agent, trainable, lm, eval_envs, gold, s.eval_seed + seed)
         if not trainable:  # the evaluation is all they generate (best-of-n: N per prompt)
             tokens = int(metrics.get("tokens", 0))
         result = {

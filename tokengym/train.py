@@ -50,6 +50,7 @@ from tokengym.agents import distributed
 from tokengym.agents.agent_config import RENAMED, rename_deprecated
 from tokengym.agents.checkpoint import CheckpointError, find_checkpoint, read_checkpoint_info
 from tokengym.agents.distributed import RankFailure, broadcast_object, is_main, world_size
+from tokengym.agents.fsdp import gathered
 from tokengym.agents.logging import plot_metrics, sample_rows, write_sample_table
 from tokengym.agents.loop import RunConfig, run_settings_from_checkpoint, train_loop
 from tokengym.agents.ppo_config import PPOConfig
@@ -336,14 +337,22 @@ def _train(args: argparse.Namespace, settings: Settings, out: Path) -> int:
 
     # A resumed agent is built as the checkpoint was, restored, then switched to `config`.
     built_with = settings.checkpoint_config or config
-    agent = make_agent(agent_name, make_envs(config.num_envs), lm, built_with.to_dict())
+    # fsdp is how this run holds the weights, not what they are: a checkpoint's files are the
+    # same with and without it, so a resumed run shards (or not) as asked now.
+    settings_now = built_with.to_dict()
+    if "fsdp" in settings_now:
+        settings_now["fsdp"] = config.fsdp
+    agent = make_agent(agent_name, make_envs(config.num_envs), lm, settings_now)
     if not get_spec(agent_name).trainable:
         return run_evaluation(agent, make_envs, out, run_config.num_samples)
     eval_envs = make_envs(run_config.num_samples) if run_config.num_samples and main else None
     before_path = out / "samples_before.json"
-    if eval_envs is not None and not args.resume and not before_path.exists():
-        rollout, _ = agent.evaluate(eval_envs, seed=config.seed)
-        atomic_write_json(before_path, sample_rows(rollout), indent=None)
+    # Rank 0 samples alone; every rank joins the block (with FSDP it gathers the weights).
+    if broadcast_object(eval_envs is not None and not args.resume and not before_path.exists()):
+        with gathered(agent.policy):
+            if main:
+                rollout, _ = agent.evaluate(eval_envs, seed=config.seed)
+                atomic_write_json(before_path, sample_rows(rollout), indent=None)
 
     try:
         result = train_loop(agent, out, run_config, metadata=identity, resume_from=args.resume,
@@ -362,19 +371,20 @@ def _train(args: argparse.Namespace, settings: Settings, out: Path) -> int:
             print(f"interrupted at iteration {agent.iteration}; resume with: tokengym train "
                   f"--resume {out} --iterations {run_config.iterations}")
         return 128 + int(result.signal)
+    if broadcast_object(eval_envs is not None and before_path.exists()):
+        with gathered(agent.policy):
+            if main:
+                rollout, _ = agent.evaluate(eval_envs, seed=config.seed)
+                try:
+                    before = read_json(before_path)
+                    print(write_sample_table(out / "samples.md", before, sample_rows(rollout)))
+                except (ValueError, TypeError, KeyError) as exc:  # for reading, not resuming
+                    print(f"warning: no samples.md: {before_path} is not a sample list ({exc})",
+                          file=sys.stderr)
+    agent.policy.save_pretrained_policy(str(out / "model"), tokenizer)  # rank 0 writes
     if not main:
         return 0
-
     plots = plot_metrics(out / "metrics.jsonl", out / "plots")
-    if eval_envs is not None and before_path.exists():
-        rollout, _ = agent.evaluate(eval_envs, seed=config.seed)
-        try:
-            before = read_json(before_path)
-            print(write_sample_table(out / "samples.md", before, sample_rows(rollout)))
-        except (ValueError, TypeError, KeyError) as exc:  # the table is for reading, not resuming
-            print(f"warning: no samples.md: {before_path} is not a sample list ({exc})",
-                  file=sys.stderr)
-    agent.policy.save_pretrained_policy(str(out / "model"), tokenizer)
     print(f"checkpoint: {result.checkpoint}\nplots: {plots[0] if plots else '-'}\n"
           f"model: {out / 'model'}")
     return 0
