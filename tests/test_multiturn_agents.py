@@ -1,6 +1,6 @@
 """Trainable agents on multi-turn envs (issue 14): they learn from the env's feedback, inserted
 tokens carry no loss, per-turn rewards sit at their turn's last agent token, and every agent
-trains on the shipped Calculator and GuessNumber tasks without a NaN."""
+trains on the shipped Calculator, GuessNumber and Support tasks without a NaN."""
 
 from __future__ import annotations
 
@@ -135,12 +135,19 @@ def test_step_rewards_scale_like_the_scores_and_gae_crosses_turns() -> None:
     torch.testing.assert_close(ret[1], torch.tensor([0.5 + 0.9 * 1.5, 1.5, 0.0, 0.0]))
 
 
-@pytest.mark.parametrize("task", ["tokengym/Calculator-v0", "tokengym/GuessNumber-v0"])
+# Support-v0's customer is a language model (SmolLM2 by default; tiny-llama here, for speed).
+TASK_KWARGS = {"tokengym/Calculator-v0": {}, "tokengym/GuessNumber-v0": {},
+               "tokengym/Support-v0": {"responder_kwargs": {"model": "tiny-llama",
+                                                            "max_reply_tokens": 6},
+                                       "max_turn_tokens": 8}}  # 8: the customer speaks
+
+
+@pytest.mark.parametrize("task", sorted(TASK_KWARGS))
 @pytest.mark.parametrize("name", AGENTS)
 def test_every_agent_trains_an_iteration_on_the_shipped_tasks(tokenizer, name: str,
                                                               task: str) -> None:
     envs = gym.make_vec(task, num_envs=4, vectorization_mode="vector_entry_point",
-                        tokenizer=tokenizer, max_new_tokens=24)
+                        tokenizer=tokenizer, max_new_tokens=24, **TASK_KWARGS[task])
     # ent_coef: a gradient even when every score is 0 (a random model never answers right).
     agent = make_agent(name, envs, load_causal_lm("tiny-llama", device="cpu"),
                        overrides(name, seed=0, ent_coef=0.01))
