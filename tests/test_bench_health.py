@@ -66,3 +66,14 @@ def test_heldout_compares_a_finished_run_with_its_untrained_policy(tmp_path: Pat
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("48 tokens, 16 held out") and len(lines) == 5
     assert all("held out" in line for line in lines[1:])
+    # ... or a model on an env, with a non-linear head next to the linear one
+    assert probe_main(["--model", "tiny-llama", "--env", "tokengym/Sentiment-v0", "--env-kwarg",
+                       "max_new_tokens=4", "--batches", "2", "--episodes", "4",
+                       "--head", "linear", "mlp"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("32 tokens, 16 held out")
+    assert [line.split(":")[0] for line in lines[1:]] == [
+        "ridge 1", "ridge 10", "ridge 100", "ridge 1000", "mlp 50 epochs", "mlp 100 epochs",
+        "mlp 200 epochs", "mlp 400 epochs"]
+    with pytest.raises(SystemExit, match="not both"):
+        probe_main([str(out), "--model", "tiny-llama", "--env", "tokengym/Sentiment-v0"])
