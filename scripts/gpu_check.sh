@@ -180,6 +180,9 @@ step "torchrun --nproc-per-node 1, $DEV" 120 "$PY" -m torch.distributed.run --st
     --nproc-per-node 1 -m tokengym train --model "$M" --iterations 3 --num-envs "$SN" \
     --env-kwarg max_new_tokens="$SG" --device "$DEV" --num-samples 0 --no-tensorboard \
     --out /tmp/run-torchrun
+step "tokengym bench under torchrun (1 process), $DEV" 90 "$PY" -m torch.distributed.run \
+    --standalone --nproc-per-node 1 -m tokengym bench --suite smoke --model "$M" --device "$DEV" \
+    --tasks Sentiment --agents ppo sample --seeds 1 --out /tmp/bench-torchrun
 step "agents_speed $BN x $BG, compiled" 180 "${AGENTS_SPEED[@]}" "${BIG[@]}" --compile
 step "agents_speed $BN x $BG, eager" 90 "${AGENTS_SPEED[@]}" "${BIG[@]}" --no-compile
 if (( REAL )); then
