@@ -266,6 +266,7 @@ class PGConfig(ConfigMixin):
 
 
 VALUE_MODELS = ("shared", "separate")
+VALUE_HEADS = ("linear", "mlp")
 
 
 @dataclass
@@ -286,8 +287,12 @@ class CriticConfig(PGConfig):
     # "shared": a scalar value head on the policy's last hidden state (one trunk);
     # "separate": a second copy of the LM trunk with its own value head.
     value_model: str = "shared"
+    # "linear": Linear(hidden, 1) on the hidden state; "mlp": Linear(hidden, hidden), GELU,
+    # Linear(hidden, 1). Either ends in a zero-initialised layer, so values start at 0.
+    value_head: str = "linear"
 
-    FIXED_ON_RESUME: ClassVar[tuple[str, ...]] = (*PGConfig.FIXED_ON_RESUME, "value_model")
+    FIXED_ON_RESUME: ClassVar[tuple[str, ...]] = (*PGConfig.FIXED_ON_RESUME, "value_model",
+                                                  "value_head")
 
     def validate(self) -> Any:
         super().validate()
@@ -301,6 +306,8 @@ class CriticConfig(PGConfig):
                              f"{self.value_lr}")
         if self.value_model not in VALUE_MODELS:
             raise ValueError(f"value_model={self.value_model!r}; accepted: {VALUE_MODELS}")
+        if self.value_head not in VALUE_HEADS:
+            raise ValueError(f"value_head={self.value_head!r}; accepted: {VALUE_HEADS}")
         if self.lora and self.value_model == "separate":
             raise ValueError(
                 "lora=True with value_model='separate' is not supported; use value_model='shared' "

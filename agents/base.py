@@ -92,6 +92,7 @@ class TrainableAgent:
                 lora_kwargs=dict(r=config.lora_r, lora_alpha=config.lora_alpha,
                                  lora_dropout=config.lora_dropout,
                                  target_modules=config.lora_target_modules),
+                value_head=getattr(config, "value_head", "linear"),
             )
         self.policy = policy
         broadcast_module(policy)  # every rank starts from rank 0's weights (LoRA init is random)

@@ -105,8 +105,10 @@ class ActorCritic(nn.Module):
         value_model: ``"shared"`` or ``"separate"``.
         lora: wrap ``lm`` with LoRA adapters (needs ``peft``); ``lora_kwargs`` go to
             ``peft.LoraConfig``.
-        seed: seeds the LoRA adapters' random initialisation (the value head starts at zero),
-            so two policies built with the same seed start identical whatever the global RNG.
+        value_head: ``"linear"`` (``Linear(hidden, 1)``) or ``"mlp"`` (``Linear(hidden,
+            hidden)``, GELU, ``Linear(hidden, 1)``); the last layer starts at zero either way.
+        seed: seeds the LoRA adapters' and the MLP head's random initialisation, so two
+            policies built with the same seed start identical whatever the global RNG.
     """
 
     def __init__(
@@ -116,6 +118,7 @@ class ActorCritic(nn.Module):
         value_model: str = "shared",
         lora: bool = False,
         lora_kwargs: dict[str, Any] | None = None,
+        value_head: str = "linear",
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -142,17 +145,29 @@ class ActorCritic(nn.Module):
         self.value_trunk: nn.Module | None = None
         if value_model == "separate":
             self.value_trunk = copy.deepcopy(lm).eval()
+        self.value_head = self._value_head(lm, value_head, seed)
+
+    @staticmethod
+    def _value_head(lm: nn.Module, kind: str, seed: int) -> nn.Module:
+        if kind not in ("linear", "mlp"):
+            raise ValueError(f"value_head={kind!r}; accepted: 'linear', 'mlp'")
         hidden = lm.config.hidden_size
         param = next(lm.parameters())
         # skip_init: no draw from the global generator for weights that are zeroed next.
-        self.value_head = nn.utils.skip_init(nn.Linear, hidden, 1, device=param.device,
-                                             dtype=param.dtype)
+        last = nn.utils.skip_init(nn.Linear, hidden, 1, device=param.device, dtype=param.dtype)
         with torch.no_grad():
             # Zero weights and bias: every value starts at exactly 0, so the first advantages are
             # the rewards themselves rather than the noise of a random head (whose outputs on
             # SmolLM2's hidden states were 0.05-0.26, the size of the reward differences).
-            self.value_head.weight.zero_()
-            self.value_head.bias.zero_()
+            last.weight.zero_()
+            last.bias.zero_()
+        if kind == "linear":
+            return last
+        cuda = [param.device.index or 0] if param.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):  # the config's seed, not the global stream
+            torch.manual_seed(seed)
+            first = nn.Linear(hidden, hidden, device=param.device, dtype=param.dtype)
+        return nn.Sequential(first, nn.GELU(), last)
 
     @staticmethod
     def _add_lora(lm: nn.Module, kwargs: dict[str, Any]) -> nn.Module:

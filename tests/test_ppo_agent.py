@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from tokengym.agents.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from tokengym.agents.checkpoint import (
+    CheckpointError,
+    find_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from tokengym.agents.policy import ActorCritic, completion_logits, token_logprobs
 from tokengym.agents.ppo import PPOAgent
 from tokengym.agents.ppo_config import PPOConfig
@@ -193,3 +198,28 @@ def test_value_epochs_train_the_critic_alone(tokenizer) -> None:
     assert not torch.equal(pa["value_head.weight"], pb["value_head.weight"])
     with pytest.raises(ValueError, match="value_epochs"):
         PPOConfig(value_epochs=-1).validate()
+
+
+def test_mlp_value_head_starts_at_zero_from_the_configs_seed_and_learns(tokenizer,
+                                                                         tmp_path: Path) -> None:
+    a = make_agent(tokenizer, value_head="mlp", value_lr=1e-2)
+    torch.rand(3)  # whatever the global generator did in between
+    b = make_agent(tokenizer, value_head="mlp", value_lr=1e-2)
+    c = make_agent(tokenizer, value_head="mlp", seed=4)
+    pa, pb, pc = params(a), params(b), params(c)
+    assert {k for k in pa if k.startswith("value_head")} == {
+        "value_head.0.weight", "value_head.0.bias", "value_head.2.weight", "value_head.2.bias"}
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    assert not torch.equal(pa["value_head.0.weight"], pc["value_head.0.weight"])
+    assert not pa["value_head.2.weight"].any() and not pa["value_head.2.bias"].any()
+    rollout = a.collect()
+    assert rollout.values is not None and not rollout.values.any()  # every value starts at 0
+    a.train_iteration()
+    after = params(a)
+    assert after["value_head.2.weight"].any()  # the critic learned
+    # the head's shape is part of the run: a checkpoint restores only into the same kind
+    save_checkpoint(tmp_path / "ckpt", a)
+    with pytest.raises(CheckpointError, match="does not match the policy"):
+        load_checkpoint(tmp_path / "ckpt", make_agent(tokenizer))
+    with pytest.raises(ValueError, match="value_head='wide'"):
+        make_agent(tokenizer, value_head="wide")
