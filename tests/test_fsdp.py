@@ -1,5 +1,5 @@
 """FSDP2 (issue 13: ``fsdp=True`` for models that do not fit): 2 processes on CPU with gloo,
-tiny-llama, PPO (sharded trunk plus a whole value head).
+tiny-llama, PPO (sharded trunk plus a whole value head) and GRPO (groups of samples).
 
 Sharding changes where the numbers live, not what they are: a run with ``--fsdp`` must train
 like the same run without it, write the same checkpoint files, resume exactly, and hold half
@@ -97,10 +97,13 @@ def test_an_fsdp_checkpoint_resumes_in_one_process_without_it(runs: dict[str, Pa
 def test_each_rank_holds_half_the_training_state(tmp_path: Path) -> None:
     procs = spawn([str(WORKER), str(tmp_path / "out.json")], tmp_path)
     assert finish(procs, 300) == [0, 0], (tmp_path / "rank0.log").read_text()[-3000:]
-    for r in json.loads((tmp_path / "out.json").read_text()):
-        assert r["sharded_params"] > 0 and r["whole_params"] == 2  # the value head's 2
-        for what in ("params", "moments", "reference"):
-            assert r[f"{what}_local"] <= 0.51 * r[f"{what}_full"], (what, r)
+    for per_rank in json.loads((tmp_path / "out.json").read_text()):
+        for agent, r in per_rank.items():  # PPO (a value head) and GRPO (groups, no critic)
+            assert r["moved"] and r["finite"] and r["loss_finite"], (agent, r)
+            assert r["sharded_params"] > 0
+            assert r["whole_params"] == (2 if agent == "ppo" else 0)  # the value head's 2
+            for what in ("params", "moments", "reference"):
+                assert r[f"{what}_local"] <= 0.51 * r[f"{what}_full"], (agent, what, r)
 
 
 def test_fsdp_refuses_what_it_cannot_do(tmp_path: Path) -> None:
