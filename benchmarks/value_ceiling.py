@@ -1,0 +1,153 @@
+"""How much of the score any critic could explain: Monte-Carlo values of a policy's own prefixes.
+
+    python -m tokengym.benchmarks.value_ceiling RUN [--episodes 32] [--samples 8] [--every 4]
+    python -m tokengym.benchmarks.value_ceiling --model smollm2-135m --env tokengym/Sentiment-v0 \\
+        --env-kwarg max_new_tokens=16
+
+A critic predicts, from the prompt and the first ``t`` tokens of an episode, the score the episode
+will end with. The policy samples the rest, so even the true value ``V(s_t) = E[score | s_t]``
+leaves the variance of that rest unexplained. This script measures the share it explains:
+it samples ``--episodes`` training-split episodes from the policy (a run's ``model/``, or
+``--model``), and for each and every ``--every``-th position ``t`` plays ``--samples`` more
+episodes in the env that start with the same prompt (``reset(options={"prompt": record})``) and
+the same first ``t`` tokens (stepped as actions), the policy sampling the rest. With ``r_k`` their
+scores, the best possible critic's explained variance at ``t`` is
+
+    1 - mean over episodes of Var_k(r_k) / Var over every (episode, k) of r_k,
+
+and the pooled figure weighs every position equally. A critic's explained variance (PPO's metric,
+``docs/metrics.md``) near this ceiling cannot rise much; far below it, the critic is the limit
+(:mod:`tokengym.benchmarks.value_probe` says what a head on the policy's features could do). The
+score here is the env's reward without the KL penalty, which a critic's targets also carry.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import tokengym.envs  # noqa: F401  (registers the env ids)
+from tokengym.agents.rollout import collect_rollout
+from tokengym.benchmarks.heldout import run_settings
+from tokengym.models import load_causal_lm
+from tokengym.train import parse_env_kwargs
+
+
+@torch.no_grad()
+def finish_episodes(envs: Any, model: torch.nn.Module, record: Any, prefix: Sequence[int],
+                    temperature: float, generator: torch.Generator, seed: int) -> np.ndarray:
+    """Every row of ``envs`` plays one episode of prompt ``record`` whose first actions are
+    ``prefix``, the rest sampled from ``model``; returns each row's summed reward ``(K,)``."""
+    k = envs.num_envs
+    obs, _ = envs.reset(seed=seed, options={"prompt": record})
+    total, done = np.zeros(k), np.zeros(k, dtype=bool)
+    step = 0
+    while not done.all():
+        if step < len(prefix):
+            actions = np.full(k, prefix[step], dtype=np.int64)
+        else:
+            ids = torch.as_tensor(obs["input_ids"])
+            mask = torch.as_tensor(obs["attention_mask"])
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+            last = mask.shape[1] - 1 - mask.flip(-1).argmax(-1)  # each row's last real column
+            scores = logits[torch.arange(k), last, : envs.single_action_space.n].float()
+            probs = torch.softmax(scores / temperature, -1)
+            actions = torch.multinomial(probs, 1, generator=generator).squeeze(-1).numpy()
+        obs, reward, terminated, truncated, _ = envs.step(actions)
+        total += np.where(done, 0.0, reward)
+        done |= terminated | truncated
+        step += 1
+    return total
+
+
+def ceiling(settings: dict[str, Any], episodes: int, samples: int, every: int,
+            seed: int = 700) -> dict[int, float]:
+    """Position ``t`` -> the best critic's explained variance there (module docstring), plus
+    ``-1`` -> the pooled figure."""
+    model = load_causal_lm(settings["policy"]).eval()
+    kwargs = {k: v for k, v in settings["env_kwargs"].items() if k != "split"}
+
+    def make(n: int) -> Any:
+        return gym.make_vec(settings["env"], num_envs=n, vectorization_mode="vector_entry_point",
+                            tokenizer=settings["model"], **kwargs)
+
+    base, group = make(episodes), make(samples)
+    generator = torch.Generator().manual_seed(seed)
+    base.reset(seed=seed)
+    records = base.prompt_records()
+    with torch.no_grad():
+        rollout = collect_rollout(base, model, seed=seed, temperature=settings["temperature"],
+                                  generator=generator)
+    if rollout.step_rewards is not None:
+        raise ValueError("value_ceiling replays single-turn episodes (a multi-turn env's replies "
+                         "would have to be replayed too)")
+    scores: dict[int, list[np.ndarray]] = {}
+    for i in range(episodes):
+        n = int(rollout.mask[i].sum())
+        for t in range(0, n, every):
+            prefix = rollout.tokens[i, :t].tolist()
+            record = {"prompt": records[i].text, **records[i].fields}
+            scores.setdefault(t, []).append(finish_episodes(
+                group, model, record, prefix, settings["temperature"], generator,
+                seed + 1000 * (i + 1) + t))
+    base.close()
+    group.close()
+    out: dict[int, float] = {}
+    for t, groups in sorted(scores.items()):
+        if len(groups) < 2:
+            continue
+        r = np.stack(groups)  # (episodes reaching t, samples)
+        total = r.var(ddof=1)
+        out[t] = float(1 - r.var(axis=1, ddof=1).mean() / total) if total > 0 else float("nan")
+    finite = [v for v in out.values() if np.isfinite(v)]
+    out[-1] = float(np.mean(finite)) if finite else float("nan")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tokengym.benchmarks.value_ceiling",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", nargs="?", help="a finished tokengym train run directory")
+    parser.add_argument("--model", help="this model (name or path) instead of a run's policy")
+    parser.add_argument("--env", help="with --model: the env id")
+    parser.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE",
+                        help="with --model: an env keyword (repeatable)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="with --model")
+    parser.add_argument("--episodes", type=int, default=32, help="episodes whose prefixes are "
+                        "replayed")
+    parser.add_argument("--samples", type=int, default=8, help="endings sampled per prefix")
+    parser.add_argument("--every", type=int, default=4, help="replay every N-th position")
+    parser.add_argument("--seed", type=int, default=700)
+    args = parser.parse_args(argv)
+    if (args.run is None) == (args.model is None) or (args.model is not None) != bool(args.env):
+        raise SystemExit("pass a run directory, or --model and --env (not both)")
+    if args.episodes < 2 or args.samples < 2 or args.every < 1:
+        raise SystemExit("--episodes and --samples must be >= 2 and --every >= 1")
+    try:
+        if args.run is not None:
+            settings = {**run_settings(Path(args.run)), "policy": f"{args.run}/model"}
+        else:
+            settings = {"env": args.env, "env_kwargs": parse_env_kwargs(args.env_kwarg),
+                        "model": args.model, "policy": args.model,
+                        "temperature": args.temperature}
+        result = ceiling(settings, args.episodes, args.samples, args.every, args.seed)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    print(f"{args.episodes} episodes x {args.samples} endings per prefix; the best critic's "
+          "explained variance of the score")
+    for t, value in result.items():
+        if t >= 0:
+            print(f"after {t} tokens: {value:.3f}")
+    print(f"pooled over positions: {result[-1]:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
