@@ -212,3 +212,15 @@ def test_a_bench_run_in_use_is_refused(tmp_path: Path) -> None:
         with pytest.raises(RunLockedError, match=f"pid {pid}"):
             runner.run_one("Sentiment", "sample", 0)
     assert not (where / "eval.json").exists()
+
+
+def test_the_manifest_says_when_the_loaded_code_changed_on_disk(monkeypatch) -> None:
+    from tokengym import manifest
+    root = Path(manifest.__file__).resolve().parent.parent
+    monkeypatch.setattr(manifest, "_process_start", lambda: time.time() + 1e6)
+    assert manifest.changed_since_loaded(root) == []  # nothing edited after the start
+    monkeypatch.setattr(manifest, "_process_start", lambda: 0.0)  # every file is newer
+    changed = manifest.changed_since_loaded(root)
+    assert "tokengym/manifest.py" in changed and all(not c.startswith("/") for c in changed)
+    if (root / ".git").exists():
+        assert manifest.source_commit()["changed_since_loaded"] == changed

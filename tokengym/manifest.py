@@ -3,7 +3,8 @@
 Every run directory gets one: the resolved settings (what the run is, how it is run, the agent's
 config) with their SHA-256, and per session (first start and every resume) the versions of
 tokengym, torch, transformers and gymnasium, the git commit of the tokengym checkout when it is
-one (with a ``dirty`` flag), Python, the platform, the device and the command line.
+one (with a ``dirty`` flag, and the loaded source files edited after the process started, when
+there are any), Python, the platform, the device and the command line.
 """
 
 from __future__ import annotations
@@ -40,16 +41,50 @@ def _git(args: list[str], cwd: Path) -> str | None:
     return done.stdout.strip()
 
 
+def _process_start() -> float:
+    """When this process started (Linux: its /proc entry), else when this module was loaded."""
+    try:
+        return os.stat(f"/proc/{os.getpid()}").st_ctime
+    except OSError:
+        return _LOADED_AT
+
+
+_LOADED_AT = time.time()
+
+
+def changed_since_loaded(root: Path) -> list[str]:
+    """tokengym's source files this process has loaded that changed on disk after it started
+    (paths relative to ``root``): the running code is then not the checkout's commit."""
+    start, out = _process_start(), []
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if not path or not module.__name__.startswith("tokengym"):
+            continue
+        try:
+            if Path(path).stat().st_mtime > start:
+                out.append(str(Path(path).resolve().relative_to(root)))
+        except (OSError, ValueError):
+            continue
+    return sorted(out)
+
+
 def source_commit() -> dict[str, Any] | None:
-    """``{"commit", "dirty"}`` of the git checkout tokengym runs from, or None (installed)."""
+    """``{"commit", "dirty"}`` of the git checkout tokengym runs from, or None (installed); plus
+    ``"changed_since_loaded"`` when source files this process runs were edited after it
+    started (a long job in a checkout that moved on: the commit is the checkout's, not the
+    code's)."""
     root = Path(__file__).resolve().parent.parent
     if not (root / ".git").exists():
         return None
     commit = _git(["rev-parse", "HEAD"], root)
     if not commit:
         return None
-    return {"commit": commit, "dirty": bool(_git(["status", "--porcelain", "--untracked-files=no"],
-                                                 root))}
+    out: dict[str, Any] = {"commit": commit, "dirty": bool(
+        _git(["status", "--porcelain", "--untracked-files=no"], root))}
+    changed = changed_since_loaded(root)
+    if changed:
+        out["changed_since_loaded"] = changed
+    return out
 
 
 def session(device: str) -> dict[str, Any]:
