@@ -245,6 +245,11 @@ _TUNE_LRS = (1e-5, 3e-5, 1e-4)
 # the weight of its KL term, per token for PPO/REINFORCE, per sequence for RLOO, k3 in GRPO's
 # loss), each agent at its tuned lr; 0.05 is every agent's default.
 _FRONTIER_BETAS = (0.01, 0.2)
+# lr per agent: the tuning suite's choice (benchmarks/tuning/SWEEP.md, made by
+# `python -m tokengym.benchmarks.sweep benchmarks/tuning`): on Sentiment, seed 100, at quick's
+# budget, 3e-5 gave every agent the highest held-out reward - beta x exact KL (1e-5 barely moved
+# REINFORCE, RLOO and GRPO; 1e-4 bought reward with 10-44 nats of KL). One seed per cell.
+_TUNED: dict[str, dict[str, Any]] = {agent: {"lr": 3e-5} for agent in _TRAINABLE}
 _FRONTIER = {f"{agent}-b{beta:g}": (agent, {"beta": beta})
              for agent in _TRAINABLE for beta in _FRONTIER_BETAS}
 
@@ -279,8 +284,7 @@ SUITES: dict[str, Suite] = {
         num_envs=16, eval_episodes=64, checkpoint_every=16, token_budget=_QUICK_TOKENS,
         env_kwargs=_QUICK_ENV, variants=_FRONTIER,
         agent_tasks={label: ("Sentiment",) for label in _FRONTIER},
-        # lr per agent: the tuning suite's choice (benchmarks/tuning/SWEEP.md).
-        agent_overrides={},
+        agent_overrides=_TUNED,
     ),
     # The same protocol sized for a GPU: every task, every agent, 5 seeds, 12,800 episodes of 24
     # new tokens per trainable run, the frontier on every task. The multi-turn tasks keep their
@@ -295,7 +299,9 @@ SUITES: dict[str, Suite] = {
                     "Overoptimization": {"proxy": {"num_prompts": 240, "k": 8, "epochs": 20}},
                     "Calculator": {"max_new_tokens": 96},
                     "GuessNumber": {"max_new_tokens": 64}},
-        agent_overrides={},
+        # quick's tuned lrs, swept at quick's budget on the CPU (a2c keeps its default: it is not
+        # in the sweep); rerun `tune` with full's sizes before reading full's table as tuned.
+        agent_overrides=_TUNED,
     ),
 }
 
