@@ -10,7 +10,8 @@ leaves the variance of that rest unexplained. This script measures the share it 
 it samples ``--episodes`` training-split episodes from the policy (a run's ``model/``, or
 ``--model``), and for each and every ``--every``-th position ``t`` plays ``--samples`` more
 episodes in the env that start with the same prompt (``reset(options={"prompt": record})``) and
-the same first ``t`` tokens (stepped as actions), the policy sampling the rest. With ``r_k`` their
+the same first ``t`` tokens (stepped as actions), the policy sampling the rest (all episodes of
+one position in one batch, decoded with a KV cache). With ``r_k`` their
 scores, the best possible critic's explained variance at ``t`` is
 
     1 - mean over episodes of Var_k(r_k) / Var over every (episode, k) of r_k,
@@ -33,38 +34,44 @@ import numpy as np
 import torch
 
 import tokengym.envs  # noqa: F401  (registers the env ids)
-from tokengym.agents.rollout import collect_rollout
+from tokengym.agents.rollout import KVCacheDecoder, collect_rollout, sample_tokens
 from tokengym.benchmarks.heldout import run_settings
 from tokengym.models import load_causal_lm
 from tokengym.train import parse_env_kwargs
 
 
 @torch.no_grad()
-def finish_episodes(envs: Any, model: torch.nn.Module, record: Any, prefix: Sequence[int],
-                    temperature: float, generator: torch.Generator, seed: int) -> np.ndarray:
-    """Every row of ``envs`` plays one episode of prompt ``record`` whose first actions are
-    ``prefix``, the rest sampled from ``model``; returns each row's summed reward ``(K,)``."""
-    k = envs.num_envs
-    obs, _ = envs.reset(seed=seed, options={"prompt": record})
-    total, done = np.zeros(k), np.zeros(k, dtype=bool)
+def finish_episodes(envs: Any, model: torch.nn.Module, records: Sequence[Any],
+                    prefixes: Sequence[Sequence[int]], temperature: float,
+                    generator: torch.Generator, seed: int) -> np.ndarray:
+    """Row ``j`` of ``envs`` plays one episode of prompt ``records[j // K]`` whose first actions
+    are ``prefixes[j // K]`` (all of one length), the rest sampled from ``model`` with a KV
+    cache; ``K = envs.num_envs / len(records)``. Returns the summed rewards ``(len(records), K)``."""
+    n, groups = envs.num_envs, len(records)
+    k = n // groups
+    for g, record in enumerate(records):  # every row of group g starts from its prompt
+        rows = np.zeros(n, dtype=bool)
+        rows[g * k:(g + 1) * k] = True
+        obs, _ = envs.reset(seed=seed + g * k, options={"reset_mask": rows, "prompt": record})
+    width = envs.max_prompt_tokens
+    decoder = KVCacheDecoder(model)
+    logits, _ = decoder.start(torch.as_tensor(obs["input_ids"][:, :width]),
+                              torch.as_tensor(obs["attention_mask"][:, :width]))
+    forced = torch.as_tensor(np.repeat(np.asarray(prefixes, dtype=np.int64).reshape(groups, -1),
+                                       k, axis=0))  # (n, t)
+    total, done = np.zeros(n), np.zeros(n, dtype=bool)
     step = 0
     while not done.all():
-        if step < len(prefix):
-            actions = np.full(k, prefix[step], dtype=np.int64)
-        else:
-            ids = torch.as_tensor(obs["input_ids"])
-            mask = torch.as_tensor(obs["attention_mask"])
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
-            last = mask.shape[1] - 1 - mask.flip(-1).argmax(-1)  # each row's last real column
-            scores = logits[torch.arange(k), last, : envs.single_action_space.n].float()
-            probs = torch.softmax(scores / temperature, -1)
-            actions = torch.multinomial(probs, 1, generator=generator).squeeze(-1).numpy()
-        obs, reward, terminated, truncated, _ = envs.step(actions)
+        actions, _ = sample_tokens(logits[:, : envs.single_action_space.n], temperature,
+                                   generator)
+        if step < forced.shape[1]:
+            actions = forced[:, step]
+        _, reward, terminated, truncated, _ = envs.step(actions.numpy())
         total += np.where(done, 0.0, reward)
         done |= terminated | truncated
+        logits, _ = decoder.advance(actions)
         step += 1
-    return total
+    return total.reshape(groups, k)
 
 
 def ceiling(settings: dict[str, Any], episodes: int, samples: int, every: int,
@@ -78,32 +85,28 @@ def ceiling(settings: dict[str, Any], episodes: int, samples: int, every: int,
         return gym.make_vec(settings["env"], num_envs=n, vectorization_mode="vector_entry_point",
                             tokenizer=settings["model"], **kwargs)
 
-    base, group = make(episodes), make(samples)
+    base = make(episodes)
     generator = torch.Generator().manual_seed(seed)
     base.reset(seed=seed)
-    records = base.prompt_records()
+    records = [{"prompt": r.text, **r.fields} for r in base.prompt_records()]
     with torch.no_grad():
         rollout = collect_rollout(base, model, seed=seed, temperature=settings["temperature"],
                                   generator=generator)
+    base.close()
     if rollout.step_rewards is not None:
         raise ValueError("value_ceiling replays single-turn episodes (a multi-turn env's replies "
                          "would have to be replayed too)")
-    scores: dict[int, list[np.ndarray]] = {}
-    for i in range(episodes):
-        n = int(rollout.mask[i].sum())
-        for t in range(0, n, every):
-            prefix = rollout.tokens[i, :t].tolist()
-            record = {"prompt": records[i].text, **records[i].fields}
-            scores.setdefault(t, []).append(finish_episodes(
-                group, model, record, prefix, settings["temperature"], generator,
-                seed + 1000 * (i + 1) + t))
-    base.close()
-    group.close()
+    lengths = rollout.mask.sum(1).tolist()
     out: dict[int, float] = {}
-    for t, groups in sorted(scores.items()):
-        if len(groups) < 2:
+    for t in range(0, max(lengths), every):
+        live = [i for i in range(episodes) if lengths[i] > t]  # episodes that reach t
+        if len(live) < 2:
             continue
-        r = np.stack(groups)  # (episodes reaching t, samples)
+        envs = make(len(live) * samples)
+        r = finish_episodes(envs, model, [records[i] for i in live],
+                            [rollout.tokens[i, :t].tolist() for i in live],
+                            settings["temperature"], generator, seed + 100_000 * (t + 1))
+        envs.close()
         total = r.var(ddof=1)
         out[t] = float(1 - r.var(axis=1, ddof=1).mean() / total) if total > 0 else float("nan")
     finite = [v for v in out.values() if np.isfinite(v)]
