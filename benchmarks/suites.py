@@ -50,7 +50,8 @@ class TaskInfo:
             Length 1 (``max(0, 1 - |words - K| / tolerance)``, in [0, 1]); Arithmetic 1 (1 for a
             right answer, else 0); Overoptimization ``None`` (the proxy is a Bradley-Terry
             logit, unbounded); Calculator 1 (the final answer right, else 0); GuessNumber 1 (the
-            secret found within k turns, else 0).
+            secret found within k turns, else 0); Support 1 (VADER compound of the customer's
+            last reply, in [-1, 1]).
     """
 
     env_id: str
@@ -66,9 +67,11 @@ TASKS: dict[str, TaskInfo] = {
     "Arithmetic": TaskInfo("tokengym/Arithmetic-v0", max_reward=1.0),
     "Overoptimization": TaskInfo("tokengym/Overoptimization-v0", gold="vader",
                                  needs_policy_model=True),
-    # Multi-turn (a responder answers each agent turn): a calculator tool, a guessing game.
+    # Multi-turn (a responder answers each agent turn): a calculator tool, a guessing game, a
+    # customer played by a language model.
     "Calculator": TaskInfo("tokengym/Calculator-v0", max_reward=1.0),
     "GuessNumber": TaskInfo("tokengym/GuessNumber-v0", max_reward=1.0),
+    "Support": TaskInfo("tokengym/Support-v0", max_reward=1.0),
 }
 
 # What a variant label may look like: it names run directories (runs/<task>/<label>/seed<k>).
@@ -288,8 +291,8 @@ SUITES: dict[str, Suite] = {
     ),
     # The same protocol sized for a GPU: every task, every agent, 5 seeds, 12,800 episodes of 24
     # new tokens per trainable run, the frontier on every task. The multi-turn tasks keep their
-    # own agent-token budgets (96 over up to 4 turns, 64 over up to 8), as many tokens as the
-    # others in all (token_budget), so fewer episodes.
+    # own agent-token budgets (Calculator 96 over up to 4 turns, GuessNumber 64 over up to 8,
+    # Support 96 over 2), as many tokens as the others in all (token_budget), so fewer episodes.
     "full": Suite(
         name="full", model="smollm2-135m", tasks=tuple(TASKS),
         agents=(*_TRAINABLE, "a2c", *_FRONTIER, "best-of-n", "greedy", "sample"),
@@ -298,7 +301,8 @@ SUITES: dict[str, Suite] = {
         env_kwargs={"*": {"max_new_tokens": 24},
                     "Overoptimization": {"proxy": {"num_prompts": 240, "k": 8, "epochs": 20}},
                     "Calculator": {"max_new_tokens": 96},
-                    "GuessNumber": {"max_new_tokens": 64}},
+                    "GuessNumber": {"max_new_tokens": 64},
+                    "Support": {"max_new_tokens": 96}},
         # quick's tuned lrs, swept at quick's budget on the CPU (a2c keeps its default: it is not
         # in the sweep); rerun `tune` with full's sizes before reading full's table as tuned.
         agent_overrides=_TUNED,
