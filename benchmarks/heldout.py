@@ -41,6 +41,30 @@ def run_settings(run: Path) -> dict[str, Any]:
             "model": data["model"], "temperature": float(config.get("temperature", 1.0))}
 
 
+def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
+    """The diagnostics' way to name a policy: a run directory, or ``--model`` on ``--env``."""
+    parser.add_argument("run", nargs="?", help="a finished tokengym train run directory")
+    parser.add_argument("--model", help="a model (name or path) instead of a run's policy")
+    parser.add_argument("--env", help="with --model: the env id")
+    parser.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE",
+                        help="with --model: an env keyword (repeatable)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="with --model")
+
+
+def policy_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`run_settings` of ``args.run``, or the same keys for ``--model`` on ``--env``, plus
+    ``policy`` (what to load as the policy); ``SystemExit`` when neither or both are given,
+    ``ValueError`` for a run directory that is not one."""
+    from tokengym.train import parse_env_kwargs  # the CLI's parser, only when needed
+
+    if (args.run is None) == (args.model is None) or (args.model is not None) != bool(args.env):
+        raise SystemExit("pass a run directory, or --model and --env (not both)")
+    if args.run is not None:
+        return {**run_settings(Path(args.run)), "policy": f"{args.run}/model"}
+    return {"env": args.env, "env_kwargs": parse_env_kwargs(args.env_kwarg), "model": args.model,
+            "policy": args.model, "temperature": args.temperature}
+
+
 def heldout(run: str | Path, episodes: int = 64, seed: int = 10_000) -> dict[str, dict[str, float]]:
     """``{"untrained": metrics, "trained": metrics}`` of run directory ``run`` (metrics of
     :func:`~tokengym.benchmarks.evaluate.evaluate_policy`, plus ``ref_perplexity_ratio`` for the

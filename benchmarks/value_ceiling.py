@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -35,9 +34,8 @@ import torch
 
 import tokengym.envs  # noqa: F401  (registers the env ids)
 from tokengym.agents.rollout import KVCacheDecoder, collect_rollout, sample_tokens
-from tokengym.benchmarks.heldout import run_settings
+from tokengym.benchmarks.heldout import add_policy_arguments, policy_settings
 from tokengym.models import load_causal_lm
-from tokengym.train import parse_env_kwargs
 
 
 @torch.no_grad()
@@ -117,29 +115,17 @@ def ceiling(settings: dict[str, Any], episodes: int, samples: int, every: int,
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tokengym.benchmarks.value_ceiling",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", nargs="?", help="a finished tokengym train run directory")
-    parser.add_argument("--model", help="this model (name or path) instead of a run's policy")
-    parser.add_argument("--env", help="with --model: the env id")
-    parser.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE",
-                        help="with --model: an env keyword (repeatable)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="with --model")
+    add_policy_arguments(parser)
     parser.add_argument("--episodes", type=int, default=32, help="episodes whose prefixes are "
                         "replayed")
     parser.add_argument("--samples", type=int, default=8, help="endings sampled per prefix")
     parser.add_argument("--every", type=int, default=4, help="replay every N-th position")
     parser.add_argument("--seed", type=int, default=700)
     args = parser.parse_args(argv)
-    if (args.run is None) == (args.model is None) or (args.model is not None) != bool(args.env):
-        raise SystemExit("pass a run directory, or --model and --env (not both)")
     if args.episodes < 2 or args.samples < 2 or args.every < 1:
         raise SystemExit("--episodes and --samples must be >= 2 and --every >= 1")
     try:
-        if args.run is not None:
-            settings = {**run_settings(Path(args.run)), "policy": f"{args.run}/model"}
-        else:
-            settings = {"env": args.env, "env_kwargs": parse_env_kwargs(args.env_kwarg),
-                        "model": args.model, "policy": args.model,
-                        "temperature": args.temperature}
+        settings = policy_settings(args)
         result = ceiling(settings, args.episodes, args.samples, args.every, args.seed)
     except ValueError as exc:
         raise SystemExit(str(exc)) from None

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -31,9 +30,8 @@ import torch
 import tokengym.envs  # noqa: F401  (registers the env ids)
 from tokengym.agents.policy import completion_logits
 from tokengym.agents.rollout import collect_rollout
-from tokengym.benchmarks.heldout import run_settings
+from tokengym.benchmarks.heldout import add_policy_arguments, policy_settings
 from tokengym.models import load_causal_lm
-from tokengym.train import parse_env_kwargs
 
 RIDGE = (1.0, 10.0, 100.0, 1000.0)
 MLP_EPOCHS = (50, 100, 200, 400)
@@ -118,12 +116,7 @@ def fit_mlp(x: np.ndarray, y: np.ndarray, test: np.ndarray, seed: int = 0
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tokengym.benchmarks.value_probe",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", nargs="?", help="a finished tokengym train run directory")
-    parser.add_argument("--model", help="probe this model (name or path) instead of a run's")
-    parser.add_argument("--env", help="with --model: the env id")
-    parser.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE",
-                        help="with --model: an env keyword (repeatable)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="with --model")
+    add_policy_arguments(parser)
     parser.add_argument("--head", choices=("linear", "mlp"), nargs="+", default=["linear"],
                         help="the value heads to fit (default linear: PPO's)")
     parser.add_argument("--layer", type=int, default=-1, help="hidden-state index (-1: last)")
@@ -132,15 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.batches < 2 or args.episodes < 2:
         raise SystemExit("--batches and --episodes must be >= 2 (one batch is held out)")
-    if (args.run is None) == (args.model is None) or (args.model is not None) != bool(args.env):
-        raise SystemExit("pass a run directory, or --model and --env (not both)")
     try:
-        if args.run is not None:
-            settings = {**run_settings(Path(args.run)), "policy": f"{args.run}/model"}
-        else:
-            settings = {"env": args.env, "env_kwargs": parse_env_kwargs(args.env_kwarg),
-                        "model": args.model, "policy": args.model,
-                        "temperature": args.temperature}
+        settings = policy_settings(args)
         x, y, ep, pos = features(settings, args.layer, args.batches, args.episodes)
     except ValueError as exc:
         raise SystemExit(str(exc)) from None

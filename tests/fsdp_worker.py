@@ -11,13 +11,13 @@ import sys
 
 import gymnasium as gym
 import torch
+from distributed_worker import PROMPTS, reward
 
 import tokengym  # noqa: F401  (registers the env ids)
 from tokengym.agents import distributed
 from tokengym.agents.fsdp import is_sharded
 from tokengym.agents.registry import make_agent
 from tokengym.models import load_causal_lm, load_tokenizer
-from distributed_worker import PROMPTS, reward
 
 
 def local_numel(tensor: torch.Tensor) -> int:

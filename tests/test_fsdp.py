@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_distributed import TRAIN, finish, spawn, tokengym_train, untimed
 
 from tokengym.agents.logging import read_metrics
 from tokengym.agents.ppo_config import PPOConfig
-from test_distributed import TRAIN, finish, spawn, tokengym_train, untimed
 
 WORKER = Path(__file__).with_name("fsdp_worker.py")
 RUN = [*TRAIN, "--iterations", "2", "--checkpoint-every", "1", "--num-samples", "2"]

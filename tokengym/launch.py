@@ -26,7 +26,6 @@ from typing import Any
 
 from tokengym.agents.distributed import DEFAULT_TIMEOUT_S, env_problem
 
-
 _TRAIN_NPROC_HELP = ("train in N processes on this machine, started by torchrun (1: this "
                      "process); --num-envs is per process, so each iteration samples N x "
                      "num-envs episodes")
