@@ -324,4 +324,4 @@ def test_report_without_sample_says_so(tmp_path):
 def test_task_max_rewards():
     assert {t: info.max_reward for t, info in TASKS.items()} == {
         "Sentiment": 1.0, "Keywords": 1.0, "Length": 1.0, "Arithmetic": 1.0,
-        "Overoptimization": None, "Calculator": 1.0, "GuessNumber": 1.0}
+        "Overoptimization": None, "Calculator": 1.0, "GuessNumber": 1.0, "Support": 1.0}
