@@ -42,7 +42,7 @@ from tokengym.agents.rank_failure import RankFailure
 
 __all__ = ["RankFailure", "all_gather_object", "all_reduce_float", "all_reduce_grads",
            "all_reduce_sum", "barrier", "broadcast_module", "broadcast_object", "global_mean",
-           "global_std", "init_from_env", "is_main", "local_only", "max_int", "rank",
+           "global_std", "init_from_env", "is_main", "is_sharded", "local_only", "max_int", "rank",
            "session", "shutdown", "world_size"]
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -150,7 +150,7 @@ def all_reduce_grads(params: Iterable[nn.Parameter]) -> None:
     if world_size() == 1:
         return
     # FSDP-sharded gradients (DTensors) were already summed by FSDP's reduce-scatter.
-    grads = [p.grad for p in params if p.grad is not None and not _is_dtensor(p.grad)]
+    grads = [p.grad for p in params if p.grad is not None and not is_sharded(p.grad)]
     by_kind: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
     for grad in grads:
         by_kind.setdefault((grad.dtype, grad.device), []).append(grad)
@@ -171,8 +171,12 @@ def all_reduce_grads(params: Iterable[nn.Parameter]) -> None:
             start = end
 
 
-def _is_dtensor(tensor: torch.Tensor) -> bool:
-    return type(tensor).__name__ == "DTensor"
+def is_sharded(tensor: Any) -> bool:
+    """Whether ``tensor`` is a ``DTensor`` (an FSDP-sharded parameter, gradient or Adam moment;
+    :mod:`tokengym.agents.fsdp`)."""
+    from torch.distributed.tensor import DTensor  # imported only when asked
+
+    return isinstance(tensor, DTensor)
 
 
 def broadcast_module(module: nn.Module) -> None:

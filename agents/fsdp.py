@@ -37,18 +37,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from tokengym.agents.distributed import all_reduce_float, max_int, world_size
+from tokengym.agents.distributed import all_reduce_float, is_sharded, max_int, world_size
 
 
 def _fsdp() -> Any:
     from torch.distributed import fsdp  # torch >= 2.6; imported only when asked for
     return fsdp
-
-
-def is_sharded(tensor: Any) -> bool:
-    """Whether ``tensor`` is a ``DTensor`` (an FSDP-sharded parameter, gradient or Adam moment)."""
-    from torch.distributed.tensor import DTensor
-    return isinstance(tensor, DTensor)
 
 
 def _blocks(model: nn.Module) -> list[nn.Module]:
