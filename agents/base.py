@@ -86,9 +86,10 @@ class TrainableAgent:
             raise ValueError(f"the env has num_envs={envs.num_envs} but config.num_envs="
                              f"{config.num_envs}; build the env with num_envs=config.num_envs")
         if not isinstance(policy, ActorCritic):
+            # Agents without a critic (no critic_trunk) build the shared trunk's unused head.
+            trunk = config.critic_trunk() if hasattr(config, "critic_trunk") else "shared"
             policy = ActorCritic(
-                policy, value_model=getattr(config, "value_model", "shared"), lora=config.lora,
-                seed=config.seed,
+                policy, value_model=trunk, lora=config.lora, seed=config.seed,
                 lora_kwargs=dict(r=config.lora_r, lora_alpha=config.lora_alpha,
                                  lora_dropout=config.lora_dropout,
                                  target_modules=config.lora_target_modules),
@@ -105,14 +106,17 @@ class TrainableAgent:
         # critic (value head, separate value trunk) has its own learning rate (value_lr): its
         # regression target moves each rollout and a head trained at the policy's small lr never
         # catches up.
-        def is_critic(name: str) -> bool:
-            return name.startswith(("value_head", "value_trunk"))
-
+        # A separate value trunk is a group of its own, beside the head's: with FSDP its
+        # parameters are sharded and the head's are not, and one fused Adam step cannot mix them.
         trainable = [(n, p) for n, p in policy.named_parameters() if p.requires_grad]
-        groups = [{"params": [p for n, p in trainable if not is_critic(n)], "lr": config.lr}]
+        critic = [[p for n, p in trainable if n.startswith(prefix)]
+                  for prefix in ("value_trunk", "value_head")]
+        groups = [{"params": [p for n, p in trainable
+                              if not n.startswith(("value_head", "value_trunk"))],
+                   "lr": config.lr}]
         if self.uses_value_head:
-            groups.append({"params": [p for n, p in trainable if is_critic(n)],
-                           "lr": self.value_lr(config)})
+            groups += [{"params": params, "lr": self.value_lr(config)}
+                       for params in critic if params]
         self.params = [p for group in groups for p in group["params"]]
         # The fused kernel updates all parameters in one pass (CPU and CUDA); it matters for
         # full fine-tuning, where the optimizer step touches every weight.
@@ -140,7 +144,8 @@ class TrainableAgent:
         cfg = self.config
         scale = min(1.0, (self.iteration + 1) / cfg.warmup_iterations) \
             if cfg.warmup_iterations else 1.0
-        for group, base in zip(self.optimizer.param_groups, (cfg.lr, self.value_lr(cfg))):
+        for i, group in enumerate(self.optimizer.param_groups):  # the policy's, the critic's
+            base = cfg.lr if i == 0 else self.value_lr(cfg)
             group.update(lr=base * scale, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
         return scale
 

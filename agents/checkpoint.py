@@ -154,8 +154,9 @@ def _match_param_groups(state: dict[str, Any], optimizer: torch.optim.Optimizer
                         ) -> dict[str, Any]:
     """``state`` with its parameters regrouped like ``optimizer``'s groups, when only the
     grouping differs: tokengym 0.1.0 kept the policy and its value head in one group, later
-    versions give the critic its own (``value_lr``). The per-parameter state (Adam's moments)
-    is in the same order either way; the groups' settings come from the agent's config."""
+    versions give the critic its own (``value_lr``), and since 0.2 a separate value trunk and
+    the value head are two groups. The per-parameter state (Adam's moments) is in the same
+    order either way; the groups' settings come from the agent's config."""
     groups = optimizer.param_groups
     if len(state["param_groups"]) == len(groups):
         return state

@@ -223,15 +223,22 @@ class ActorCritic(nn.Module):
                                       columns=columns)
         return hidden
 
-    @torch.no_grad()
-    def separate_values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                        gen_len: int, columns: torch.Tensor | None = None) -> torch.Tensor:
-        """``(N, G)`` values from the separate value trunk (one batched forward)."""
+    def trunk_values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     gen_len: int, columns: torch.Tensor | None = None) -> torch.Tensor:
+        """``(N, G)`` values from the separate value trunk, with gradients: the critic's own
+        steps, which need no forward of the policy (separate value model only)."""
         if self.value_trunk is None:
-            raise ValueError("separate_values needs value_model='separate'")
+            raise ValueError("trunk_values needs value_model='separate'")
         _, hidden = completion_logits(self.value_trunk, input_ids, attention_mask, gen_len,
                                       hidden=True, columns=columns)
         return self.values_from_hidden(hidden)
+
+    @torch.no_grad()
+    def separate_values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        gen_len: int, columns: torch.Tensor | None = None) -> torch.Tensor:
+        """``(N, G)`` values from the separate value trunk (one batched forward, no
+        gradients)."""
+        return self.trunk_values(input_ids, attention_mask, gen_len, columns)
 
     @contextlib.contextmanager
     def reference(self) -> Iterator[nn.Module]:

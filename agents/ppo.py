@@ -124,21 +124,25 @@ class PPOAgent(TrainableAgent):
                          entropy=entropy.detach())
             return per_token, stats
 
-        # After the early stop the trunk no longer moves in this iteration, so a value head on
-        # it (shared trunk, with or without LoRA) trains on the trunk's features computed once:
-        # the same gradients as loss_fn's, without a forward and backward per critic step.
+        # The critic's steps after the early stop need only the value loss, whose gradients
+        # reach the critic alone. A value head on the shared trunk (with or without LoRA), which
+        # no longer moves in this iteration, trains on the trunk's features computed once; a
+        # separate value trunk runs its own forward and backward, without the policy's.
         features: list[torch.Tensor] = []
         g = b.mask.shape[1]
 
         def critic_loss_fn(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-            if not features:
-                ids, am, columns = b.forward_inputs()
-                features.append(self.policy.value_features(ids, am, g, columns))
-            values = self.policy.values_from_hidden(features[0][idx])
+            if self.policy.value_trunk is not None:
+                ids, am, columns = b.forward_inputs(idx)
+                values = self.policy.trunk_values(ids, am, g, columns)
+            else:
+                if not features:
+                    ids, am, columns = b.forward_inputs()
+                    features.append(self.policy.value_features(ids, am, g, columns))
+                values = self.policy.values_from_hidden(features[0][idx])
             v_loss = clipped_value_loss(values, b.values[idx], b.returns[idx],
                                         cfg.value_clip_range)
             return cfg.vf_coef * 0.5 * v_loss, {}
 
-        shared = self.policy.value_trunk is None
         return self.optimize(b, loss_fn, cfg.epochs, cfg.num_minibatches, cfg.max_approx_kl,
-                             critic_loss_fn if shared else None, cfg.value_epochs)
+                             critic_loss_fn, cfg.value_epochs)

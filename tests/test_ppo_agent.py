@@ -144,14 +144,16 @@ def test_actor_critic_rejects_unknown_value_model() -> None:
         ActorCritic(load_causal_lm("tiny-llama", device="cpu"), value_model="tied")
 
 
-@pytest.mark.parametrize("lora", [False, True])
+@pytest.mark.parametrize(("lora", "value_model"),
+                         [(False, "shared"), (True, "shared"), (False, "separate")])
 def test_critic_steps_after_the_early_stop_train_on_cached_features(tokenizer, monkeypatch,
-                                                                    lora) -> None:
+                                                                    lora, value_model) -> None:
     # A tiny max_approx_kl stops the policy after its first minibatch; the critic's remaining
-    # steps then read the frozen trunk's features once. They must give the weights (value head
-    # included) that full forwards and backwards of the same loss give.
+    # steps then read the shared trunk's frozen features once, or run the separate value trunk
+    # alone (no policy forward). They must give the weights (value head and trunk included)
+    # that full forwards and backwards of PPO's whole loss give.
     changes = dict(epochs=3, max_approx_kl=1e-9, value_lr=1e-2, lora=lora,
-                   **({"lora_r": 4} if lora else {}))
+                   value_model=value_model, **({"lora_r": 4} if lora else {}))
     cached, full = make_agent(tokenizer, **changes), make_agent(tokenizer, **changes)
     calls = []
     real = full.optimize
@@ -193,8 +195,8 @@ def test_value_epochs_train_the_critic_alone(tokenizer) -> None:
     assert "critic_only_updates" not in ra and rb["critic_only_updates"] == 6  # 3 x 2 minibatches
     assert rb["early_stop"] == 0.0 and ra["updates"] == rb["updates"] == 2
     pa, pb = params(plain), params(extra)
-    head = [k for k in pa if k.startswith("value_head")]
-    assert all(torch.equal(pa[k], pb[k]) for k in pa if k not in head)  # the policy: untouched
+    critic = [k for k in pa if k.startswith(("value_head", "value_trunk"))]
+    assert all(torch.equal(pa[k], pb[k]) for k in pa if k not in critic)  # the policy: untouched
     assert not torch.equal(pa["value_head.weight"], pb["value_head.weight"])
     with pytest.raises(ValueError, match="value_epochs"):
         PPOConfig(value_epochs=-1).validate()
