@@ -265,7 +265,7 @@ class PGConfig(ConfigMixin):
         return self.recompute_logprobs
 
 
-VALUE_MODELS = ("shared", "separate")
+VALUE_MODELS = ("auto", "shared", "separate")
 VALUE_HEADS = ("linear", "mlp")
 
 
@@ -285,7 +285,9 @@ class CriticConfig(PGConfig):
     # Normalise advantages to zero mean / unit std over the rollout's tokens.
     whiten_advantages: bool = True
     # "shared": a scalar value head on the policy's last hidden state (one trunk);
-    # "separate": a second copy of the LM trunk with its own value head.
+    # "separate": a second copy of the LM trunk with its own value head (twice the memory and
+    # the critic's compute; a better critic, docs/ppo.md); "auto": "separate" with full
+    # fine-tuning, "shared" with LoRA (a LoRA policy has no full trunk to copy cheaply).
     value_model: str = "shared"
     # "linear": Linear(hidden, 1) on the hidden state; "mlp": Linear(hidden, hidden), GELU,
     # Linear(hidden, 1). Either ends in a zero-initialised layer, so values start at 0.
@@ -311,6 +313,13 @@ class CriticConfig(PGConfig):
         if self.lora and self.value_model == "separate":
             raise ValueError(
                 "lora=True with value_model='separate' is not supported; use value_model='shared' "
-                "with LoRA, or full fine-tuning with a separate value model"
+                "(or 'auto') with LoRA, or full fine-tuning with a separate value model"
             )
         return self
+
+    def critic_trunk(self) -> str:
+        """``value_model`` resolved: ``"shared"`` or ``"separate"`` (``"auto"`` is
+        ``"separate"`` with full fine-tuning, ``"shared"`` with LoRA)."""
+        if self.value_model == "auto":
+            return "shared" if self.lora else "separate"
+        return self.value_model

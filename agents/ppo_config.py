@@ -31,6 +31,10 @@ class PPOConfig(CriticConfig):
     lr: float = 3e-5
     warmup_iterations: int = 4
     value_lr: float | None = 1e-4
+    # A separate value trunk with full fine-tuning, the shared one with LoRA: the shared trunk's
+    # critic did not reach an explained variance of 0.3 in 1,024 episodes, the separate one did
+    # (docs/ppo.md, "Defaults and why": runs D, J, G2).
+    value_model: str = "auto"
 
     # -- optimisation ------------------------------------------------------------------------
     # Passes over each rollout.

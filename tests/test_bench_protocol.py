@@ -53,6 +53,9 @@ def test_shipped_suites_hold_to_the_protocol():
                  if quick.algorithm(label) == agent
                  and "Sentiment" in quick.agent_tasks.get(label, quick.tasks)}
         assert len(betas) >= 3, (agent, betas)
+    # PPO, sample and best-of-n on every task (PPO against sampling is paired per task and seed)
+    for label in ("ppo", "sample", "best-of-n"):
+        assert {t for t, a, _ in quick.cells() if a == label} == set(quick.tasks), label
     # tuning happens on seeds no reported cell uses, at quick's budget
     reported = {k for _, _, k in quick.cells()}
     assert not reported & {k for _, _, k in tune.cells()}

@@ -39,6 +39,16 @@ def test_invalid_values_raise(changes: dict, match: str) -> None:
         PPOConfig(**changes).validate()
 
 
+def test_value_model_auto_is_a_separate_trunk_unless_lora() -> None:
+    # PPO's default critic: its own trunk with full fine-tuning, the shared one with LoRA (no
+    # error for `--lora` alone); an explicit choice is kept.
+    assert PPOConfig().value_model == "auto"
+    assert PPOConfig().validate().critic_trunk() == "separate"
+    assert PPOConfig(lora=True).validate().critic_trunk() == "shared"
+    assert PPOConfig(value_model="shared").validate().critic_trunk() == "shared"
+    assert PPOConfig(value_model="separate").validate().critic_trunk() == "separate"
+
+
 def test_from_dict_rejects_unknown_fields_and_lists_accepted_ones() -> None:
     with pytest.raises(ValueError, match="kl_coef") as info:
         PPOConfig.from_dict({"kl_coef": 0.1})

@@ -47,10 +47,11 @@ def test_reward_rises_from_chance_to_0_8(no_kl_run: list[dict]) -> None:
 def test_larger_beta_ends_with_smaller_kl(tokenizer) -> None:
     # A gentler learning rate than above: at lr=1e-3 both runs jump far from the reference
     # within a few updates, whatever beta says.
-    # beta 1.0: with the zero-initialised value head, beta 0.5 gave ratios of 0.53-0.71 over seeds
-    # 0-1 (0.49-0.59 before, so already near the bound); beta 1.0 gives 0.46-0.57 over seeds 0-2.
+    # beta 1.0 against 0, penalised/free KL over seeds 0-2: 0.39-0.65 with the default critic
+    # (a separate value trunk, whose random-feature values are noisier at first), 0.41-0.46
+    # with the shared one; a beta that did nothing would give about 1.
     free = train(tokenizer, iterations=10, beta=0.0, lr=3e-4)
     penalised = train(tokenizer, iterations=10, beta=1.0, lr=3e-4)
     kl_free, kl_penalised = mean_last(free, "kl_mean", 5), mean_last(penalised, "kl_mean", 5)
     assert kl_free > 1.0  # the unpenalised policy did drift
-    assert kl_penalised < 0.6 * kl_free, (kl_penalised, kl_free)
+    assert kl_penalised < 0.75 * kl_free, (kl_penalised, kl_free)

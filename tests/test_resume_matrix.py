@@ -74,7 +74,7 @@ CASES = [
     (["--no-adaptive-kl"], APPLIED, ("config", "adaptive_kl", False)),
     (["--adaptive-kl"], APPLIED, ("config", "adaptive_kl", True)),  # on the run without it
     (["--lora"], REFUSED, "--lora"),
-    (["--value-model", "separate"], REFUSED, "--value-model"),
+    (["--value-model", "shared"], REFUSED, "--value-model"),
     (["--model", "does-not-exist"], REFUSED, "--model"),
     (["--iterations", "3"], APPLIED, ("run", "iterations", 3)),
     (["--checkpoint-every", "2"], APPLIED, ("run", "checkpoint_every", 2)),
