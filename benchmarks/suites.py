@@ -6,10 +6,11 @@ suite      model            what it is for
 ``smoke``  ``tiny-llama``   CI: 2 tasks x 3 agents x 2 seeds, 2 iterations; about a minute on CPU
 ``tune``   ``smollm2-135m`` the learning-rate sweep that sets ``quick``'s and ``full``'s lrs:
                             PPO, REINFORCE, RLOO and GRPO at 3 lrs on a seed no table reports
-``quick``  ``smollm2-135m`` the comparison protocol on CPU: Sentiment, Keywords and Length; PPO,
-                            REINFORCE, RLOO, GRPO (1,024 episodes' tokens each, tuned lr), best-of-4
-                            and the untrained policy, 3 seeds; a 3-beta frontier on Sentiment;
-                            about 7 hours on a 2-core CPU with --jobs 2
+``quick``  ``smollm2-135m`` the comparison protocol on CPU, 3 seeds: on Sentiment PPO, REINFORCE,
+                            RLOO and GRPO (1,024 episodes' tokens each, tuned lr) at 3 betas (the
+                            reward-KL frontier); on Keywords and Length PPO; best-of-4 and the
+                            untrained policy everywhere; about 11 hours on a 2-core CPU with
+                            --jobs 2, in resumable runs
 ``full``   ``smollm2-135m`` the same protocol for a GPU: every task and agent, 5 seeds, long runs
 ``perf``   (its own)        the speed benchmarks collected into ``PERF.md`` (:mod:`.perf`)
 =========  ===============  ====================================================================
@@ -277,16 +278,18 @@ SUITES: dict[str, Suite] = {
         seeds=1, first_seed=100, iterations=64, num_envs=16, eval_episodes=64,
         checkpoint_every=16, token_budget=_QUICK_TOKENS, env_kwargs=_QUICK_ENV,
     ),
-    # The CPU suite of the comparison protocol (docs/benchmarks.md): the three tasks where RL
-    # should beat sampling, every trainable agent with the same sampled-token budget at its tuned
-    # lr, the untrained policy and best-of-4; on Sentiment, every trainable agent also at the
-    # frontier's other betas. 60 trainable runs, about 7 hours on 2 CPU cores with --jobs 2.
+    # The CPU suite of the comparison protocol (docs/benchmarks.md), every trainable agent with
+    # the same sampled-token budget at its tuned lr: on Sentiment the four trainable agents at
+    # the frontier's 3 betas, so that they are compared at equal KL; on Keywords and Length PPO
+    # alone (does the flagship beat sampling on the other tasks where RL should work?); the
+    # untrained policy and best-of-4 on all three. 42 trainable runs: about 11 hours on 2 CPU
+    # cores with --jobs 2 (from the tune suite's iteration times), committed as they finish.
     "quick": Suite(
         name="quick", model="smollm2-135m", tasks=("Sentiment", "Keywords", "Length"),
         agents=(*_TRAINABLE, *_FRONTIER, "best-of-n", "sample"), seeds=3, iterations=64,
         num_envs=16, eval_episodes=64, checkpoint_every=16, token_budget=_QUICK_TOKENS,
         env_kwargs=_QUICK_ENV, variants=_FRONTIER,
-        agent_tasks={label: ("Sentiment",) for label in _FRONTIER},
+        agent_tasks={label: ("Sentiment",) for label in (*_TRAINABLE[1:], *_FRONTIER)},
         agent_overrides=_TUNED,
     ),
     # The same protocol sized for a GPU: every task, every agent, 5 seeds, 12,800 episodes of 24
