@@ -4,7 +4,9 @@ its floor; plus SB3-PPO.
 SmolLM2-135M by default, ``tokengym/Sentiment-v0``, 16 rows x 24 new tokens (stop tokens off, so
 every row makes G tokens). Each agent runs with its default config (PPO: 4 epochs x 2
 minibatches; REINFORCE/RLOO/A2C: one update; GRPO: 1 epoch; RLOO/GRPO/best-of-N: 4 prompts x 4
-samples), starting from the same weights; median of ``--repeats`` iterations after one warm-up
+samples), except that PPO and A2C use the shared value head, one trunk as the floor counts (PPO's
+default separate value model adds a second trunk's forward and backward to each step), starting
+from the same weights; median of ``--repeats`` iterations after one warm-up
 (which also compiles). For the agents that do not train, an "iteration" is one ``evaluate``.
 tokens/s = generated tokens of the iteration / its seconds (rollout AND update).
 
@@ -119,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     model, envs = fresh()
     device = next(model.parameters()).device
     compiled = use_compile(args.compile, device)
-    overrides = {"device": str(device), "dtype": args.dtype, "compile": compiled}
+    overrides = {"device": str(device), "dtype": args.dtype, "compile": compiled,
+                 "value_model": "shared"}  # one trunk, as the floor counts (docstring)
     params, peak = parameter_count(model), peak_tflops(device, args.peak_tflops)
     probe = PPOAgent(envs, model, PPOConfig(num_envs=n, **overrides))
     phases, seq = floor_phases(probe, envs, tokenizer, g, compiled)

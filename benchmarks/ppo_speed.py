@@ -130,8 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     envs = gym.make_vec("tokengym/Sentiment-v0", num_envs=n,
                         vectorization_mode="vector_entry_point",
                         tokenizer=tokenizer, max_new_tokens=g, stop_tokens=[])
+    # The shared value head: the floor counts one trunk's forward/backward (PPO's default with
+    # full fine-tuning, a separate value model, adds a second trunk's to every step).
     config = PPOConfig(num_envs=n, epochs=1, num_minibatches=2, device=str(device),
-                       dtype=args.dtype, compile=compiled)
+                       dtype=args.dtype, compile=compiled, value_model="shared")
     agent = PPOAgent(envs, model, config)
     phases, seq = floor_phases(agent, envs, tokenizer, g, compiled)
     records: list[dict[str, float]] = []
