@@ -61,12 +61,18 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             raise SystemExit(f"{path}: no metrics.jsonl there")
         h = health(read_metrics(path))
-        print(f"{run}: {h['iterations']:.0f} iterations, {h['episodes']:.0f} episodes | "
-              f"approx_kl median {h['approx_kl_median']:.4f} | clip_fraction median "
-              f"{h['clip_fraction_median']:.3f} | explained_variance median (2nd half) "
-              f"{h['explained_variance_median_2nd_half']:.3f} | reward {h['reward_first5']:+.3f} "
-              f"-> {h['reward_last5']:+.3f} | KL (last 5) {h['kl_last5']:.2f} | updates median "
-              f"{h['updates_median']:.0f} | NaN/inf: {'yes' if h['non_finite'] else 'no'}")
+        parts = [f"{run}: {h['iterations']:.0f} iterations, {h['episodes']:.0f} episodes"]
+        # PPO's trust-region figures and a critic's explained variance: only where logged.
+        for label, key, fmt in (("approx_kl median", "approx_kl_median", ".4f"),
+                                ("clip_fraction median", "clip_fraction_median", ".3f"),
+                                ("explained_variance median (2nd half)",
+                                 "explained_variance_median_2nd_half", ".3f")):
+            if not math.isnan(h[key]):
+                parts.append(f"{label} {h[key]:{fmt}}")
+        parts += [f"reward {h['reward_first5']:+.3f} -> {h['reward_last5']:+.3f}",
+                  f"KL (last 5) {h['kl_last5']:.2f}", f"updates median {h['updates_median']:.0f}",
+                  f"NaN/inf: {'yes' if h['non_finite'] else 'no'}"]
+        print(" | ".join(parts))
     return 0
 
 

@@ -39,6 +39,17 @@ def test_nan_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         main([str(tmp_path / "nowhere")])
 
 
+def test_figures_an_agent_does_not_log_are_left_out(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # REINFORCE logs no approx_kl, clip_fraction or explained_variance: no "nan" for them
+    keep = ("iteration", "reward_mean", "kl_mean", "tokens", "episode_length_mean", "updates")
+    records = [{k: v for k, v in r.items() if k in keep} for r in _records()]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "nan" not in out and "approx_kl" not in out and "reward +0.300 -> +0.600" in out
+
+
 def test_heldout_compares_a_finished_run_with_its_untrained_policy(tmp_path: Path, capsys) -> None:
     from tokengym.benchmarks.heldout import heldout
     from tokengym.benchmarks.heldout import main as heldout_main
