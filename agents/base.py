@@ -109,14 +109,14 @@ class TrainableAgent:
         # A separate value trunk is a group of its own, beside the head's: with FSDP its
         # parameters are sharded and the head's are not, and one fused Adam step cannot mix them.
         trainable = [(n, p) for n, p in policy.named_parameters() if p.requires_grad]
-        critic = [[p for n, p in trainable if n.startswith(prefix)]
-                  for prefix in ("value_trunk", "value_head")]
-        groups = [{"params": [p for n, p in trainable
-                              if not n.startswith(("value_head", "value_trunk"))],
+        critic = ("value_trunk", "value_head")  # ActorCritic's critic modules, in their order
+        groups = [{"params": [p for n, p in trainable if not n.startswith(critic)],
                    "lr": config.lr}]
         if self.uses_value_head:
-            groups += [{"params": params, "lr": self.value_lr(config)}
-                       for params in critic if params]
+            for prefix in critic:
+                params = [p for n, p in trainable if n.startswith(prefix)]
+                if params:
+                    groups.append({"params": params, "lr": self.value_lr(config)})
         self.params = [p for group in groups for p in group["params"]]
         # The fused kernel updates all parameters in one pass (CPU and CUDA); it matters for
         # full fine-tuning, where the optimizer step touches every weight.
