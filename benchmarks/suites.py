@@ -9,7 +9,7 @@ suite      model            what it is for
 ``quick``  ``smollm2-135m`` the comparison protocol on CPU, 3 seeds: on Sentiment PPO, REINFORCE,
                             RLOO and GRPO (1,024 episodes' tokens each, tuned lr) at 3 betas (the
                             reward-KL frontier); on Keywords and Length PPO; best-of-4 and the
-                            untrained policy everywhere; about 11 hours on a 2-core CPU with
+                            untrained policy everywhere; about 10 hours on a 2-core CPU with
                             --jobs 2, in resumable runs
 ``full``   ``smollm2-135m`` the same protocol for a GPU: every task and agent, 5 seeds, long runs
 ``perf``   (its own)        the speed benchmarks collected into ``PERF.md`` (:mod:`.perf`)
@@ -282,8 +282,9 @@ SUITES: dict[str, Suite] = {
     # the same sampled-token budget at its tuned lr: on Sentiment the four trainable agents at
     # the frontier's 3 betas, so that they are compared at equal KL; on Keywords and Length PPO
     # alone (does the flagship beat sampling on the other tasks where RL should work?); the
-    # untrained policy and best-of-4 on all three. 42 trainable runs: about 11 hours on 2 CPU
-    # cores with --jobs 2 (from the tune suite's iteration times), committed as they finish.
+    # untrained policy and best-of-4 on all three. 42 trainable runs: about 10 hours on 2 CPU
+    # cores with --jobs 2 (seed 0 took 3 h 15 min; PPO 41-73 min a run with its separate critic,
+    # the others 12), committed as they finish.
     "quick": Suite(
         name="quick", model="smollm2-135m", tasks=("Sentiment", "Keywords", "Length"),
         agents=(*_TRAINABLE, *_FRONTIER, "best-of-n", "sample"), seeds=3, iterations=64,
